@@ -1,0 +1,122 @@
+/**
+ * The connection seam: the only abstraction the protocol code uses to move bytes.
+ * `NodeTransport` implements it over node:net / node:tls; `MemoryTransport` gives an
+ * in-memory pair for tests. Protocol modules import only the types here.
+ *
+ * @since 0.1.0
+ */
+import * as Context from "effect/Context"
+import * as Data from "effect/Data"
+import type * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
+import type * as tls from "node:tls"
+
+/** Why a connection failed. `Closed` is an orderly or abrupt end of the peer. */
+export class TransportError extends Data.TaggedError("TransportError")<{
+  readonly reason: "Closed" | "Read" | "Write" | "Tls" | "Timeout" | "Connect" | "Listen"
+  readonly message: string
+  readonly cause?: unknown
+}> {}
+
+/** Where a connection's end is: a TCP host and port, or a Unix socket path. */
+export type Endpoint =
+  | { readonly _tag: "Tcp"; readonly host: string; readonly port: number }
+  | { readonly _tag: "Unix"; readonly path: string }
+
+export const formatEndpoint = (e: Endpoint): string =>
+  e._tag === "Unix" ? `unix:${e.path}` : e.host.includes(":") ? `[${e.host}]:${e.port}` : `${e.host}:${e.port}`
+
+/** What is known about an established TLS session. */
+export interface TlsState {
+  readonly protocol: string | undefined
+  readonly cipher: string | undefined
+  /** SNI name the client asked for (server side) or sent (client side). */
+  readonly servername: string | undefined
+  /** Whether the peer's certificate was verified against the trusted CAs. */
+  readonly authorized: boolean
+  readonly authorizationError: string | undefined
+  readonly peerCertificate: PeerCertificate | undefined
+}
+
+export interface PeerCertificate {
+  readonly subject: Readonly<Record<string, string | ReadonlyArray<string>>>
+  readonly issuer: Readonly<Record<string, string | ReadonlyArray<string>>>
+  readonly subjectAltName: string | undefined
+  readonly fingerprint256: string
+  readonly raw: Uint8Array
+}
+
+/**
+ * TLS settings for the server side (STARTTLS and implicit TLS). Node's own option type:
+ * certificates, keys, SNICallback, requestCert, minVersion and the rest pass through.
+ */
+export type TlsServerOptions = tls.TlsOptions
+
+/** TLS settings for the client side: `servername`, `ca`, `rejectUnauthorized` (default true), client certificates. */
+export type TlsClientOptions = Omit<tls.ConnectionOptions, "socket" | "host" | "port" | "path">
+
+/** One connection, server or client side. */
+export interface Transport {
+  /**
+   * The next chunk of bytes from the peer, `undefined` at a clean end of stream.
+   * Nothing is read from the kernel until this is called, so a reader that stops
+   * pulling applies TCP backpressure. At most one read may be pending.
+   */
+  readonly read: Effect.Effect<Uint8Array | undefined, TransportError>
+  /** Writes bytes; waits only when the kernel buffer is full. */
+  readonly write: (data: Uint8Array | string) => Effect.Effect<void, TransportError>
+  /**
+   * Switches the connection to TLS in place (STARTTLS). On the server side, bytes the
+   * peer sent in plaintext that were not yet read never reach a later `read`.
+   */
+  readonly upgradeTls: (
+    options:
+      | { readonly role: "server"; readonly tls: TlsServerOptions }
+      | { readonly role: "client"; readonly tls: TlsClientOptions }
+  ) => Effect.Effect<void, TransportError>
+  /** The TLS state, once the connection is encrypted. */
+  readonly tls: () => TlsState | undefined
+  readonly localEndpoint: Endpoint | undefined
+  readonly remoteEndpoint: Endpoint | undefined
+  /** Flushes what was written, then closes. Idempotent. */
+  readonly close: Effect.Effect<void>
+}
+
+/** Accepted connections of one listening socket. */
+export interface Listener {
+  /** The bound address (with the real port when 0 was asked for). */
+  readonly endpoint: Endpoint
+  /** Whether connections are TLS from the first byte (implicit TLS). */
+  readonly implicitTls: boolean
+  /** Waits for the next connection. Interrupting it leaves the listener usable. */
+  readonly accept: Effect.Effect<Transport, TransportError>
+}
+
+/** What a listener binds to. */
+export interface ListenOptions {
+  readonly endpoint: Endpoint
+  /** Implicit TLS: every accepted connection is TLS from the start. */
+  readonly tls?: TlsServerOptions | undefined
+  /** Backlog for the kernel's accept queue. */
+  readonly backlog?: number | undefined
+}
+
+/** What a client connects to. */
+export interface ConnectOptions {
+  readonly endpoint: Endpoint
+  /** Implicit TLS from the first byte (port 465). */
+  readonly tls?: TlsClientOptions | undefined
+  /** Local address to connect from. */
+  readonly localAddress?: string | undefined
+}
+
+/**
+ * The service that opens listeners and connections. `NodeTransport.layer` provides the real
+ * network; `MemoryTransport.layer` an in-process one for tests.
+ */
+export class Network extends Context.Service<Network, {
+  /** Binds; the scope owns the listening socket (closing it stops accepting). */
+  readonly listen: (options: ListenOptions) => Effect.Effect<Listener, TransportError, Scope.Scope>
+  /** Connects; the scope owns the connection. Timeouts are the caller's (see `Effect.timeout`). */
+  readonly connect: (options: ConnectOptions) => Effect.Effect<Transport, TransportError, Scope.Scope>
+}>()("effect-smtp/Network") {}
