@@ -63,7 +63,10 @@ export interface Transport {
    * pulling applies TCP backpressure. At most one read may be pending.
    */
   readonly read: Effect.Effect<Uint8Array | undefined, TransportError>
-  /** Writes bytes; waits only when the kernel buffer is full. */
+  /**
+   * Writes bytes; waits only when the kernel buffer is full. A Uint8Array is not copied: it
+   * must not be modified afterwards (Node may still hold it after `write` returned).
+   */
   readonly write: (data: Uint8Array | string) => Effect.Effect<void, TransportError>
   /**
    * Switches the connection to TLS in place (STARTTLS). On the server side, bytes the
@@ -78,7 +81,10 @@ export interface Transport {
   readonly tls: () => TlsState | undefined
   readonly localEndpoint: Endpoint | undefined
   readonly remoteEndpoint: Endpoint | undefined
-  /** Flushes what was written, then closes. Idempotent. */
+  /**
+   * Flushes what was written, then closes; a peer that does not take the data cannot hold it
+   * open beyond a short deadline. A pending `read` fails with "Closed". Idempotent.
+   */
   readonly close: Effect.Effect<void>
 }
 
@@ -88,7 +94,12 @@ export interface Listener {
   readonly endpoint: Endpoint
   /** Whether connections are TLS from the first byte (implicit TLS). */
   readonly implicitTls: boolean
-  /** Waits for the next connection. Interrupting it leaves the listener usable. */
+  /**
+   * Waits for the next connection. Interrupting it leaves the listener usable; once the
+   * listener's scope is closed it fails with reason "Closed". The connection belongs to the
+   * caller, not to the listener's scope: close it with `close` (e.g.
+   * `Effect.acquireRelease(listener.accept, (t) => t.close)`).
+   */
   readonly accept: Effect.Effect<Transport, TransportError>
 }
 

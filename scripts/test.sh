@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The whole test suite: real peers installed, type check, then every test.
+# Run through `npm test`, which puts node_modules/.bin (with Node 24) first on PATH.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-peers.sh
+echo "node $(node --version)"
+tsc --noEmit
+vitest run "$@"

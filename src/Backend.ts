@@ -1,0 +1,79 @@
+/**
+ * What a server application provides: a `Backend` service that opens a `Session` for each
+ * connection. Session operations are Effects; failing with an `SmtpError` sends that reply,
+ * failing with anything else sends a generic `451 4.3.0` (and is logged), dying closes the
+ * connection with `421`.
+ *
+ * @since 0.1.0
+ */
+import * as Context from "effect/Context"
+import type * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
+import type * as Stream from "effect/Stream"
+import type { Address } from "./Address.ts"
+import type { MailOptions, RcptOptions } from "./MailOptions.ts"
+import type { SaslServerMechanisms } from "./Sasl.ts"
+import type { SmtpError } from "./SmtpError.ts"
+import type { Endpoint, TlsState, TransportError } from "./Transport.ts"
+
+/** What the server knows about one connection. Fields that change during the session are getters. */
+export interface ConnectionInfo {
+  /** Unique within this server process. */
+  readonly id: string
+  readonly protocol: "smtp" | "lmtp"
+  readonly localEndpoint: Endpoint | undefined
+  readonly remoteEndpoint: Endpoint | undefined
+  /** The TLS session, after STARTTLS or on an implicit TLS listener. */
+  readonly tls: () => TlsState | undefined
+  /** The name the client gave in HELO, EHLO or LHLO. */
+  readonly helo: () => string | undefined
+  /** The identity that AUTH established, if any. */
+  readonly authenticatedAs: () => string | undefined
+}
+
+/** The current connection, available to every session operation. */
+export class Connection extends Context.Service<Connection, ConnectionInfo>()("effect-smtp/Connection") {}
+
+/** A message body as it arrives: streamed from the socket, ends at the body's end. */
+export type MessageBody = Stream.Stream<Uint8Array, SmtpError | TransportError>
+
+/**
+ * One connection's conversation with the backend. Every operation may fail with an `SmtpError`
+ * (sent as the reply) or any other error (sent as `451 4.3.0`, logged).
+ */
+export interface Session {
+  /** MAIL FROM. `from` is `null` for the null reverse-path `<>`. */
+  readonly mail: (from: Address | null, options: MailOptions) => Effect.Effect<void, unknown>
+  /** RCPT TO, once per recipient. */
+  readonly rcpt: (to: Address, options: RcptOptions) => Effect.Effect<void, unknown>
+  /**
+   * The message body (DATA or BDAT). The stream pulls from the socket: reading slowly slows the
+   * client. What the session leaves unread is drained by the server. A failure of the stream
+   * (too large, bare line endings, lost connection) must not be stored as a message.
+   */
+  readonly data: (body: MessageBody) => Effect.Effect<void, unknown>
+  /**
+   * LMTP only: deliver the body and say, for each recipient in order, whether delivery
+   * succeeded (`undefined`) or failed (an `SmtpError`). Without it, `data`'s outcome is
+   * every recipient's outcome.
+   */
+  readonly lmtpData?: (
+    body: MessageBody,
+    recipients: ReadonlyArray<Address>
+  ) => Effect.Effect<ReadonlyArray<SmtpError | undefined>, unknown>
+  /** Discards the current transaction (RSET, a new EHLO, STARTTLS, or a failed DATA). */
+  readonly reset: Effect.Effect<void>
+  /**
+   * AUTH: the server-side SASL mechanisms this session accepts. Without it the server does not
+   * offer AUTH. The identity they return becomes `ConnectionInfo.authenticatedAs`.
+   */
+  readonly auth?: SaslServerMechanisms
+}
+
+/**
+ * The application's side of the server. `newSession` runs in the connection's scope: its
+ * finalizers run when the connection ends, however it ends (go-smtp's Logout).
+ */
+export class Backend extends Context.Service<Backend, {
+  readonly newSession: (connection: ConnectionInfo) => Effect.Effect<Session, unknown, Scope.Scope>
+}>()("effect-smtp/Backend") {}

@@ -1,0 +1,675 @@
+/**
+ * `Transport` over node:net / node:tls: TCP and Unix sockets, STARTTLS in place and
+ * implicit TLS. The only module of the library that imports `node:*`.
+ *
+ * - Reads happen on demand: the socket stays paused and `socket.read()` is called only
+ *   while a `read` is waiting, so a consumer that stops pulling applies TCP backpressure.
+ * - `write` waits for `'drain'` only when `socket.write()` returned false.
+ * - `close` flushes (`end()`), then destroys; a short deadline bounds the flush.
+ *
+ * @since 0.1.0
+ */
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Queue from "effect/Queue"
+import type * as Scope from "effect/Scope"
+import * as fs from "node:fs"
+import * as net from "node:net"
+import * as tls from "node:tls"
+import {
+  type ConnectOptions,
+  type Endpoint,
+  formatEndpoint,
+  type Listener,
+  type ListenOptions,
+  Network,
+  type PeerCertificate,
+  type TlsClientOptions,
+  type TlsServerOptions,
+  type TlsState,
+  type Transport,
+  TransportError
+} from "./Transport.ts"
+
+/** Options of {@link make} / {@link makeUnsafe}. */
+export interface MakeOptions {
+  /** Overrides what is read from the socket (Unix sockets have no address on one side). */
+  readonly localEndpoint?: Endpoint | undefined
+  readonly remoteEndpoint?: Endpoint | undefined
+  /**
+   * The host name the client side connected to: the default `servername` (SNI) of a client
+   * `upgradeTls` and the name the server certificate is checked against.
+   */
+  readonly hostname?: string | undefined
+  /** How long `close` waits for buffered writes to flush before destroying. Default 2 seconds. */
+  readonly closeTimeout?: Duration.Input | undefined
+}
+
+/**
+ * A `Transport` over a connected socket (a `tls.TLSSocket` whose handshake is done counts as
+ * already encrypted). The caller owns it: nothing closes it but `close`.
+ */
+export const makeUnsafe = (socket: net.Socket, role: "server" | "client", options?: MakeOptions): Transport =>
+  makeConn(socket, role, options ?? {})
+
+/** {@link makeUnsafe} as an Effect whose scope closes the transport. */
+export const make = (
+  socket: net.Socket,
+  role: "server" | "client",
+  options?: MakeOptions
+): Effect.Effect<Transport, never, Scope.Scope> =>
+  Effect.acquireRelease(Effect.sync(() => makeUnsafe(socket, role, options)), (t) => t.close)
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+const ignore = () => {}
+
+const errorCode = (cause: unknown): string | undefined =>
+  typeof cause === "object" && cause !== null && "code" in cause && typeof cause.code === "string"
+    ? cause.code
+    : undefined
+
+const errorMessage = (cause: unknown): string =>
+  cause instanceof Error ? cause.message : typeof cause === "string" ? cause : "unknown error"
+
+// The peer went away (abruptly): the same for the protocol as a clean close.
+const peerGoneCodes = new Set(["ECONNRESET", "EPIPE", "ECONNABORTED", "ERR_STREAM_DESTROYED", "ERR_STREAM_WRITE_AFTER_END"])
+
+const socketError = (cause: unknown, reason: "Read" | "Write"): TransportError =>
+  peerGoneCodes.has(errorCode(cause) ?? "")
+    ? new TransportError({ reason: "Closed", message: `connection closed by peer: ${errorMessage(cause)}`, cause })
+    : new TransportError({ reason, message: errorMessage(cause), cause })
+
+const closedByPeer = () => new TransportError({ reason: "Closed", message: "connection closed" })
+const closedLocally = () => new TransportError({ reason: "Closed", message: "connection closed locally" })
+const tlsError = (message: string, cause?: unknown) =>
+  new TransportError(cause === undefined ? { reason: "Tls", message } : { reason: "Tls", message, cause })
+
+// ---------------------------------------------------------------------------------------------
+// Endpoints and TLS facts
+
+// "::ffff:192.0.2.1" (an IPv4 peer on a dual-stack socket) reads better as "192.0.2.1".
+const normalizeHost = (host: string): string => {
+  const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(host)
+  return m !== null ? m[1]! : host
+}
+
+const tcpEndpoint = (host: string | undefined, port: number | undefined): Endpoint | undefined =>
+  host === undefined || port === undefined ? undefined : { _tag: "Tcp", host: normalizeHost(host), port }
+
+const certNames = (
+  names: object | undefined
+): Readonly<Record<string, string | ReadonlyArray<string>>> => {
+  const out: Record<string, string | ReadonlyArray<string>> = {}
+  if (names === undefined || names === null) return out
+  for (const [k, v] of Object.entries(names)) {
+    if (typeof v === "string") out[k] = v
+    else if (Array.isArray(v)) out[k] = v.map(String)
+  }
+  return out
+}
+
+const peerCertificate = (s: tls.TLSSocket): PeerCertificate | undefined => {
+  const cert = s.getPeerCertificate()
+  // Node returns {} (or null once destroyed) when the peer sent no certificate.
+  if (cert === null || cert === undefined || cert.raw === undefined) return undefined
+  return {
+    subject: certNames(cert.subject),
+    issuer: certNames(cert.issuer),
+    subjectAltName: cert.subjectaltname,
+    fingerprint256: cert.fingerprint256,
+    raw: new Uint8Array(cert.raw)
+  }
+}
+
+const nonEmptyString = (u: unknown): string | undefined => typeof u === "string" && u !== "" ? u : undefined
+
+const readTlsState = (s: tls.TLSSocket): TlsState => {
+  // `authorizationError` is a string (an OpenSSL code) at runtime, typed as Error.
+  const authError: unknown = s.authorizationError
+  return {
+    protocol: s.getProtocol() ?? undefined,
+    cipher: s.getCipher()?.name,
+    // Server side: the name the client asked for (false when none); client side: the name sent.
+    servername: nonEmptyString(s.servername),
+    authorized: s.authorized,
+    authorizationError: authError === null || authError === undefined
+      ? undefined
+      : nonEmptyString(errorCode(authError)) ?? (typeof authError === "string" ? authError : errorMessage(authError)),
+    peerCertificate: peerCertificate(s)
+  }
+}
+
+const defaultServername = (hostname: string | undefined): string | undefined =>
+  hostname !== undefined && hostname !== "" && net.isIP(hostname) === 0 ? hostname : undefined
+
+// ---------------------------------------------------------------------------------------------
+// Server-side handshakes
+//
+// A bare `new tls.TLSSocket(raw, { isServer: true })` never checks a client certificate
+// (`authorized` stays false and `rejectUnauthorized` is not enforced: that is done by
+// tls.Server's own 'secure' handler). So the handshake is run by a tls.Server that never
+// listens: `server.emit("connection", raw)` is how Node lets a socket be injected. One
+// server per options object, so certificates are parsed once and session tickets resume.
+
+type HandshakeResult = (socket: tls.TLSSocket | undefined, error: unknown) => void
+
+const handshakeServers = new WeakMap<TlsServerOptions, tls.Server>()
+const pendingHandshakes = new Map<net.Socket, HandshakeResult>()
+
+// The raw socket a server TLSSocket wraps (`_parent`, set by Node since v0.11).
+const parentOf = (s: tls.TLSSocket): unknown => (s as unknown as { readonly _parent?: unknown })._parent
+
+const settleHandshake = (raw: unknown, socket: tls.TLSSocket | undefined, error: unknown) => {
+  if (!(raw instanceof net.Socket)) return
+  const done = pendingHandshakes.get(raw)
+  if (done === undefined) return
+  pendingHandshakes.delete(raw)
+  done(socket, error)
+}
+
+const handshakeServer = (options: TlsServerOptions): tls.Server => {
+  let server = handshakeServers.get(options)
+  if (server === undefined) {
+    server = tls.createServer(options)
+    server.on("secureConnection", (s: tls.TLSSocket) => settleHandshake(parentOf(s), s, undefined))
+    server.on("tlsClientError", (error: Error, s: tls.TLSSocket) => {
+      // Certificate refused by `rejectUnauthorized`: Node destroys without a useful error.
+      const reason: unknown = s.authorizationError
+      settleHandshake(parentOf(s), undefined, reason === null || reason === undefined ? error : new Error(`client certificate rejected: ${String(reason)}`, { cause: error }))
+    })
+    handshakeServers.set(options, server)
+  }
+  return server
+}
+
+/**
+ * Runs the server side of a TLS handshake over `raw`; calls `done` once. Bytes Node already
+ * buffered on `raw` go to the TLS engine: an early ClientHello is kept, injected plaintext
+ * fails the handshake. Returns a canceller that destroys the connection.
+ */
+const serverHandshake = (
+  raw: net.Socket,
+  options: TlsServerOptions,
+  done: (result: { readonly socket: tls.TLSSocket } | { readonly error: TransportError }) => void
+): () => void => {
+  let server: tls.Server
+  try {
+    server = handshakeServer(options)
+  } catch (cause) {
+    done({ error: tlsError(`invalid TLS options: ${errorMessage(cause)}`, cause) })
+    return ignore
+  }
+  // Node reports a close during the handshake through 'tlsClientError' (with the reason, e.g. a
+  // refused certificate); this is only a safety net, so it waits for that report first.
+  const onRawClose = () =>
+    setImmediate(() => settleHandshake(raw, undefined, new Error("connection closed during the TLS handshake")))
+  pendingHandshakes.set(raw, (socket, error) => {
+    raw.off("close", onRawClose)
+    if (socket !== undefined) {
+      socket.on("error", ignore) // until the transport adds its own listener
+      done({ socket })
+    } else {
+      raw.destroy()
+      done({ error: tlsError(`TLS handshake failed: ${errorMessage(error)}`, error) })
+    }
+  })
+  raw.once("close", onRawClose)
+  server.emit("connection", raw)
+  return () => {
+    if (pendingHandshakes.delete(raw)) {
+      raw.off("close", onRawClose)
+      raw.destroy() // the TLSSocket over it closes with it
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The connection
+
+type Resume<A> = (effect: Effect.Effect<A, TransportError>) => void
+
+const makeConn = (socket: net.Socket, role: "server" | "client", options: MakeOptions): Transport => {
+  const raw = socket
+  const closeTimeoutMillis = options.closeTimeout === undefined ? 2000 : Duration.toMillis(options.closeTimeout)
+  // `current` is the socket bytes are read from and written to: `raw`, then the TLSSocket.
+  // It is undefined while a handshake runs and after one failed: no byte read before an
+  // upgrade can come out of a read after it, and nothing is written in plaintext by mistake.
+  let current: net.Socket | undefined = raw
+  let secure: tls.TLSSocket | undefined
+  let tlsState: TlsState | undefined
+  let waiter: Resume<Uint8Array | undefined> | undefined
+  let failure: TransportError | undefined
+  let eof = false
+  let closing = false
+  let closed = false // the socket holding the file descriptor has emitted 'close'
+  const closeWaiters = new Set<() => void>()
+  // A Unix socket has neither address nor port (and the client end has no path).
+  const unix = raw.remoteAddress === undefined && raw.remotePort === undefined
+  const localEndpoint = options.localEndpoint ?? (unix ? undefined : tcpEndpoint(raw.localAddress, raw.localPort))
+  const remoteEndpoint = options.remoteEndpoint ?? (unix ? undefined : tcpEndpoint(raw.remoteAddress, raw.remotePort))
+
+  const wake = () => {
+    if (waiter === undefined) return
+    let result: Effect.Effect<Uint8Array | undefined, TransportError> | undefined
+    if (closing) result = Effect.fail(closedLocally())
+    else if (current === undefined) result = failure !== undefined ? Effect.fail(failure) : undefined
+    else {
+      // In paused mode read() returns everything Node has buffered, or null.
+      const chunk = current.read() as Buffer | null
+      result = chunk !== null
+        ? Effect.succeed(chunk)
+        : eof
+        ? Effect.succeed(undefined)
+        : failure !== undefined
+        ? Effect.fail(failure)
+        : undefined
+    }
+    if (result === undefined) return
+    const resume = waiter
+    waiter = undefined
+    resume(result)
+  }
+
+  const onEnd = () => {
+    eof = true
+    wake()
+  }
+  const onError = (cause: unknown) => {
+    failure ??= socketError(cause, "Read")
+    wake()
+  }
+  const onClose = () => {
+    failure ??= closedByPeer()
+    wake()
+  }
+  let readableAttached = false
+  const attach = (s: net.Socket) => {
+    s.on("end", onEnd).on("error", onError).on("close", onClose)
+    // 'readable' starts Node's reading, so it is added on the first read only.
+    if (readableAttached) s.on("readable", wake)
+  }
+  const detach = (s: net.Socket) => {
+    s.off("readable", wake).off("end", onEnd).off("error", onError).off("close", onClose)
+  }
+  // An 'error' without a listener crashes the process, whatever state we are in.
+  raw.on("error", ignore)
+  raw.once("close", () => {
+    closed = true
+    for (const f of closeWaiters) f()
+    closeWaiters.clear()
+  })
+  if (raw instanceof tls.TLSSocket) {
+    secure = raw
+    tlsState = readTlsState(raw)
+  }
+  attach(raw)
+
+  const read: Effect.Effect<Uint8Array | undefined, TransportError> = Effect.callback((resume) => {
+    if (waiter !== undefined) {
+      return resume(Effect.fail(new TransportError({ reason: "Read", message: "another read is already pending" })))
+    }
+    if (!readableAttached) {
+      readableAttached = true
+      current?.on("readable", wake)
+    }
+    waiter = resume
+    wake()
+    if (waiter !== resume) return // resumed synchronously
+    return Effect.sync(() => {
+      if (waiter === resume) waiter = undefined // interrupted: the next read takes over
+    })
+  })
+
+  const awaitDrain = (s: net.Socket): Effect.Effect<void, TransportError> =>
+    Effect.callback((resume) => {
+      const cleanup = () => {
+        s.off("drain", onDrain).off("close", onDrainClose)
+      }
+      const onDrain = () => {
+        cleanup()
+        resume(Effect.void)
+      }
+      // 'error' is always followed by 'close'; onError has recorded the cause by then.
+      const onDrainClose = () => {
+        cleanup()
+        resume(Effect.fail(closing ? closedLocally() : failure ?? closedByPeer()))
+      }
+      s.on("drain", onDrain).on("close", onDrainClose)
+      return Effect.sync(cleanup)
+    })
+
+  const write = (data: Uint8Array | string): Effect.Effect<void, TransportError> =>
+    Effect.suspend(() => {
+      if (closing) return Effect.fail(closedLocally())
+      const s = current
+      if (s === undefined) {
+        return Effect.fail(failure ?? tlsError("cannot write while the TLS handshake is running"))
+      }
+      if (failure !== undefined) return Effect.fail(failure)
+      if (s.destroyed || s.writableEnded) return Effect.fail(closedByPeer())
+      return s.write(data) ? Effect.void : awaitDrain(s)
+    })
+
+  const finishUpgrade = (s: tls.TLSSocket) => {
+    secure = s
+    tlsState = readTlsState(s)
+    current = s
+    attach(s)
+    wake()
+  }
+  const failUpgrade = (error: TransportError, s?: net.Socket) => {
+    failure = error
+    s?.destroy()
+    raw.destroy()
+    wake()
+  }
+
+  const upgradeTls: Transport["upgradeTls"] = (upgrade) =>
+    Effect.callback<void, TransportError>((resume) => {
+      if (closing) return resume(Effect.fail(closedLocally()))
+      if (secure !== undefined) return resume(Effect.fail(tlsError("the connection is already encrypted")))
+      if (upgrade.role !== role) return resume(Effect.fail(tlsError(`this is the ${role} side of the connection`)))
+      if (current === undefined) return resume(Effect.fail(failure ?? tlsError("a TLS handshake is already running")))
+      if (failure !== undefined || eof || raw.destroyed) return resume(Effect.fail(failure ?? closedByPeer()))
+      detach(raw)
+      current = undefined // Node feeds what it buffered on `raw` to the TLS engine, never to us
+      if (upgrade.role === "server") {
+        const cancel = serverHandshake(raw, upgrade.tls, (result) => {
+          if ("socket" in result) {
+            finishUpgrade(result.socket)
+            resume(Effect.void)
+          } else {
+            failUpgrade(result.error)
+            resume(Effect.fail(result.error))
+          }
+        })
+        return Effect.sync(() => {
+          cancel()
+          failUpgrade(tlsError("TLS handshake interrupted"))
+        })
+      }
+      const servername = upgrade.tls.servername ?? defaultServername(options.hostname)
+      // `host` is what the server certificate is checked against (an IP checks IP SANs).
+      const host = options.hostname ?? (remoteEndpoint?._tag === "Tcp" ? remoteEndpoint.host : undefined)
+      let s: tls.TLSSocket
+      try {
+        s = tls.connect({
+          ...upgrade.tls,
+          socket: raw,
+          ...(servername !== undefined ? { servername } : {}),
+          ...(host !== undefined ? { host } : {})
+        })
+      } catch (cause) {
+        const error = tlsError(`invalid TLS options: ${errorMessage(cause)}`, cause)
+        failUpgrade(error)
+        return resume(Effect.fail(error))
+      }
+      s.on("error", ignore)
+      const cleanup = () => {
+        s.off("secureConnect", ok).off("error", ko).off("close", onEarlyClose)
+      }
+      const ok = () => {
+        cleanup()
+        finishUpgrade(s)
+        resume(Effect.void)
+      }
+      const ko = (cause: unknown) => {
+        cleanup()
+        const error = tlsError(`TLS handshake failed: ${errorMessage(cause)}`, cause)
+        failUpgrade(error, s)
+        resume(Effect.fail(error))
+      }
+      const onEarlyClose = () => ko(new Error("connection closed during the TLS handshake"))
+      s.once("secureConnect", ok).once("error", ko).once("close", onEarlyClose)
+      return Effect.sync(() => {
+        cleanup()
+        failUpgrade(tlsError("TLS handshake interrupted"), s)
+      })
+    })
+
+  const beginClose = () => {
+    if (closing) return
+    closing = true
+    wake() // a pending read fails with Closed
+    const s = current ?? raw
+    const destroyAll = () => {
+      clearTimeout(timer)
+      s.destroy()
+      raw.destroy()
+    }
+    // A stuck peer (full buffers, never reading) cannot hold the connection open.
+    const timer = setTimeout(destroyAll, closeTimeoutMillis)
+    timer.unref()
+    // During a handshake (or after a failed one) there is nothing to flush.
+    if (current === undefined || s.destroyed || s.writableFinished) return destroyAll()
+    s.once("finish", destroyAll).once("close", destroyAll)
+    if (!s.writableEnded) s.end() // flush what was written, then FIN (close_notify first on TLS)
+  }
+
+  const close: Effect.Effect<void> = Effect.callback((resume) => {
+    beginClose()
+    if (closed) return resume(Effect.void)
+    const done = () => resume(Effect.void)
+    closeWaiters.add(done)
+    return Effect.sync(() => {
+      closeWaiters.delete(done)
+    })
+  })
+
+  return { read, write, upgradeTls, tls: () => tlsState, localEndpoint, remoteEndpoint, close }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Listening
+
+const listenError = (endpoint: Endpoint, cause: unknown) =>
+  new TransportError({ reason: "Listen", message: `cannot listen on ${formatEndpoint(endpoint)}: ${errorMessage(cause)}`, cause })
+
+const isAbstract = (path: string) => path.startsWith("\0")
+
+const bind = (server: net.Server, endpoint: Endpoint, backlog: number | undefined): Effect.Effect<void, unknown> =>
+  Effect.callback((resume) => {
+    const onError = (cause: unknown) => {
+      server.off("listening", onListening)
+      resume(Effect.fail(cause))
+    }
+    const onListening = () => {
+      server.off("error", onError)
+      resume(Effect.void)
+    }
+    server.once("error", onError).once("listening", onListening)
+    const b = backlog !== undefined ? { backlog } : {}
+    server.listen(endpoint._tag === "Unix" ? { path: endpoint.path, ...b } : { host: endpoint.host, port: endpoint.port, ...b })
+    return Effect.sync(() => {
+      server.off("error", onError).off("listening", onListening)
+      server.close()
+    })
+  })
+
+// Whether something accepts connections on a Unix socket path.
+const unixSocketAlive = (path: string): Effect.Effect<boolean> =>
+  Effect.callback((resume) => {
+    const probe = net.connect({ path })
+    probe.once("connect", () => {
+      probe.destroy()
+      resume(Effect.succeed(true))
+    })
+    probe.once("error", (cause) => {
+      const code = errorCode(cause)
+      resume(Effect.succeed(!(code === "ECONNREFUSED" || code === "ENOENT")))
+    })
+    return Effect.sync(() => probe.destroy())
+  })
+
+const isSocketFile = (path: string): boolean => {
+  try {
+    return fs.lstatSync(path).isSocket()
+  } catch {
+    return false
+  }
+}
+
+const removeSocketFile = (path: string) => {
+  if (isAbstract(path) || !isSocketFile(path)) return
+  try {
+    fs.unlinkSync(path)
+  } catch {
+    // already gone
+  }
+}
+
+/**
+ * Binds a listening socket; the scope owns it. Closing the scope stops accepting, closes the
+ * listening socket (a Unix socket file is removed) and destroys connections Node accepted that
+ * no `accept` took yet. A waiting `accept` then fails with reason "Closed".
+ *
+ * A connection returned by `accept` belongs to the caller: it stays open after the listener's
+ * scope closes and must be closed with `close` (e.g. `Effect.acquireRelease(listener.accept,
+ * (t) => t.close)`).
+ *
+ * With `tls`, the handshake is done before `accept` returns the connection; a connection whose
+ * handshake fails is dropped silently. Unix socket: a stale socket file (nothing listening) is
+ * replaced; a live one is an error ("Listen").
+ */
+export const listen = (options: ListenOptions): Effect.Effect<Listener, TransportError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const endpoint = options.endpoint
+    const tlsOptions = options.tls
+    if (tlsOptions !== undefined) {
+      // Fail now on bad certificates, not on the first connection.
+      yield* Effect.try({ try: () => handshakeServer(tlsOptions), catch: (cause) => listenError(endpoint, cause) })
+    }
+    const queue = yield* Queue.unbounded<Transport, TransportError>()
+    const handshaking = new Set<() => void>()
+    let accepting = true
+
+    // pauseOnConnect: nothing is read from a connection before its first `read`.
+    const server = net.createServer({ pauseOnConnect: tlsOptions === undefined })
+    server.on("error", ignore) // after listening: accept errors (EMFILE...) land here; the server keeps listening
+
+    yield* Effect.acquireRelease(
+      bind(server, endpoint, options.backlog).pipe(
+        Effect.catch((cause) =>
+          endpoint._tag === "Unix" && errorCode(cause) === "EADDRINUSE" && isSocketFile(endpoint.path)
+            ? Effect.flatMap(unixSocketAlive(endpoint.path), (alive) => {
+              if (alive) return Effect.fail(cause)
+              removeSocketFile(endpoint.path) // stale: left by a process that died
+              return bind(server, endpoint, options.backlog)
+            })
+            : Effect.fail(cause)
+        ),
+        Effect.mapError((cause) => listenError(endpoint, cause))
+      ),
+      () =>
+        Effect.gen(function*() {
+          accepting = false
+          server.close() // the port (or socket file) is released now; owned connections live on
+          if (endpoint._tag === "Unix") removeSocketFile(endpoint.path)
+          for (const cancel of handshaking) cancel()
+          handshaking.clear()
+          for (const t of yield* Queue.clear(queue)) yield* t.close // destroyed at once: nobody wrote
+          yield* Queue.fail(queue, new TransportError({ reason: "Closed", message: `listener ${formatEndpoint(endpoint)} closed` }))
+        }).pipe(Effect.orDie)
+    )
+
+    const address = server.address()
+    const bound: Endpoint = endpoint._tag === "Unix" || address === null || typeof address === "string"
+      ? endpoint
+      : { _tag: "Tcp", host: address.address, port: address.port }
+
+    server.on("connection", (socket: net.Socket) => {
+      if (!accepting) return void socket.destroy()
+      socket.on("error", ignore)
+      const endpoints: MakeOptions = endpoint._tag === "Unix"
+        ? { localEndpoint: bound }
+        : { localEndpoint: tcpEndpoint(socket.localAddress, socket.localPort), remoteEndpoint: tcpEndpoint(socket.remoteAddress, socket.remotePort) }
+      const offer = (s: net.Socket) => {
+        if (!accepting || !Queue.offerUnsafe(queue, makeConn(s, "server", endpoints))) s.destroy()
+      }
+      if (tlsOptions === undefined) return offer(socket)
+      const cancel = serverHandshake(socket, tlsOptions, (result) => {
+        handshaking.delete(cancel)
+        // A failed handshake is the client's problem: the socket is already destroyed.
+        if ("socket" in result) offer(result.socket)
+      })
+      handshaking.add(cancel)
+    })
+
+    return {
+      endpoint: bound,
+      implicitTls: tlsOptions !== undefined,
+      accept: Queue.take(queue)
+    } satisfies Listener
+  })
+
+// ---------------------------------------------------------------------------------------------
+// Connecting
+
+const connectError = (endpoint: Endpoint, cause: unknown) =>
+  new TransportError({ reason: "Connect", message: `cannot connect to ${formatEndpoint(endpoint)}: ${errorMessage(cause)}`, cause })
+
+/** Connects without a scope: the caller must `close` the transport. */
+export const connectUnsafe = (options: ConnectOptions): Effect.Effect<Transport, TransportError> =>
+  Effect.callback((resume) => {
+    const endpoint = options.endpoint
+    const hostname = endpoint._tag === "Tcp" ? endpoint.host : undefined
+    const target = endpoint._tag === "Unix"
+      ? { path: endpoint.path }
+      : { host: endpoint.host, port: endpoint.port, ...(options.localAddress !== undefined ? { localAddress: options.localAddress } : {}) }
+    const clientTls: TlsClientOptions | undefined = options.tls
+    const servername = clientTls === undefined ? undefined : clientTls.servername ?? defaultServername(hostname)
+    let socket: net.Socket
+    try {
+      socket = clientTls === undefined
+        ? net.connect(target)
+        : tls.connect({ ...clientTls, ...target, ...(servername !== undefined ? { servername } : {}) })
+    } catch (cause) {
+      return resume(Effect.fail(connectError(endpoint, cause)))
+    }
+    socket.on("error", ignore)
+    let tcpConnected = false
+    const cleanup = () => {
+      socket.off("connect", onConnect).off("secureConnect", onReady).off("error", onError).off("close", onClose)
+    }
+    const onConnect = () => {
+      tcpConnected = true
+      if (clientTls === undefined) onReady()
+    }
+    const onReady = () => {
+      cleanup()
+      const endpoints: MakeOptions = endpoint._tag === "Unix"
+        ? { remoteEndpoint: endpoint }
+        : { localEndpoint: tcpEndpoint(socket.localAddress, socket.localPort), remoteEndpoint: tcpEndpoint(socket.remoteAddress, socket.remotePort) }
+      resume(Effect.succeed(makeConn(socket, "client", { ...endpoints, hostname })))
+    }
+    const onError = (cause: unknown) => {
+      cleanup()
+      socket.destroy()
+      resume(Effect.fail(
+        tcpConnected
+          ? tlsError(`TLS handshake with ${formatEndpoint(endpoint)} failed: ${errorMessage(cause)}`, cause)
+          : connectError(endpoint, cause)
+      ))
+    }
+    const onClose = () => onError(new Error("connection closed"))
+    socket.once("connect", onConnect).once("error", onError).once("close", onClose)
+    if (clientTls !== undefined) socket.once("secureConnect", onReady)
+    return Effect.sync(() => {
+      cleanup()
+      socket.destroy()
+    })
+  })
+
+/**
+ * Connects over TCP or a Unix socket; the scope owns the connection. With `tls`, implicit TLS:
+ * certificates are verified by default and `servername` defaults to the host when it is a name.
+ * Timeouts are the caller's (`Effect.timeout`).
+ */
+export const connect = (options: ConnectOptions): Effect.Effect<Transport, TransportError, Scope.Scope> =>
+  Effect.acquireRelease(connectUnsafe(options), (t) => t.close)
+
+/** The real network. */
+export const layer: Layer.Layer<Network> = Layer.succeed(Network, Network.of({ listen, connect }))

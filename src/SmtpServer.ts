@@ -1,0 +1,167 @@
+/**
+ * The SMTP/LMTP server as a Layer. Building the layer binds every listener; closing its scope
+ * stops accepting, lets transactions in progress finish for a grace period, answers `421` to
+ * every connection still open, and runs every session's finalizer.
+ *
+ * @since 0.1.0
+ */
+import * as Config from "effect/Config"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as FiberSet from "effect/FiberSet"
+import * as Latch from "effect/Latch"
+import * as Layer from "effect/Layer"
+import * as Metric from "effect/Metric"
+import type * as Scope from "effect/Scope"
+import { Backend } from "./Backend.ts"
+import { Reply } from "./Reply.ts"
+import * as ServerConfig from "./internal/ServerConfig.ts"
+import { serve } from "./internal/ServerConnection.ts"
+import * as Metrics from "./internal/ServerMetrics.ts"
+import { type Endpoint, formatEndpoint, type Listener, Network, type Transport, TransportError } from "./Transport.ts"
+
+export type { Extensions, ListenSpec, ServerOptions } from "./internal/ServerConfig.ts"
+export { defaultExtensions } from "./internal/ServerConfig.ts"
+
+/** One bound listener, as clients see it. */
+export interface BoundListener {
+  readonly endpoint: Endpoint
+  /** The address in the form `host:port` or `unix:/path`. */
+  readonly address: string
+  readonly protocol: "smtp" | "lmtp"
+  /** "implicit": TLS from the first byte; "starttls": STARTTLS offered; "none": plaintext only. */
+  readonly tls: "none" | "starttls" | "implicit"
+}
+
+export class SmtpServer extends Context.Service<SmtpServer, {
+  readonly listeners: ReadonlyArray<BoundListener>
+  /** Connections open right now. */
+  readonly activeConnections: Effect.Effect<number>
+}>()("effect-smtp/SmtpServer") {}
+
+const refuse = (transport: Transport, text: string) =>
+  transport.write(Reply.of(421, [4, 7, 0], text).toWire()).pipe(
+    Effect.timeout(Duration.seconds(5)),
+    Effect.ignore,
+    Effect.andThen(Metric.update(Metrics.connectionsRefused, 1)),
+    Effect.ensuring(transport.close)
+  )
+
+const hostOf = (e: Endpoint | undefined) => e?._tag === "Tcp" ? e.host : undefined
+
+/** Binds the listeners and serves until the scope closes. */
+export const make = Effect.fnUntraced(function*(
+  options: ServerConfig.ServerOptions
+): Effect.fn.Return<SmtpServer["Service"], TransportError, Backend | Network | Scope.Scope> {
+  const c = ServerConfig.resolve(options)
+  const network = yield* Network
+  const shutdown = yield* Latch.make(false)
+  const connections = yield* FiberSet.make<void, never>()
+  const perIp = new Map<string, number>()
+  let active = 0
+  let nextId = 0
+
+  if (c.listen.some((l) => l.implicitTls) && c.tls === undefined) {
+    return yield* new TransportError({ reason: "Listen", message: "an implicit TLS listener needs TLS certificates" })
+  }
+  const listeners: Array<readonly [Listener, BoundListener]> = []
+  for (const spec of c.listen) {
+    const l = yield* network.listen({ endpoint: spec.endpoint, tls: spec.implicitTls ? c.tls : undefined })
+    listeners.push([l, {
+      endpoint: l.endpoint,
+      address: formatEndpoint(l.endpoint),
+      protocol: c.protocol,
+      tls: spec.implicitTls ? "implicit" : c.tls !== undefined ? "starttls" : "none"
+    }])
+  }
+
+  const handle = (transport: Transport, listener: Listener) => {
+    const ip = hostOf(transport.remoteEndpoint)
+    if (active >= c.maxConnections) return refuse(transport, `${c.domain} Too many connections, try again later`)
+    const fromIp = ip === undefined ? 0 : perIp.get(ip) ?? 0
+    if (ip !== undefined && fromIp >= c.maxConnectionsPerIp) {
+      return refuse(transport, `${c.domain} Too many connections from your address, try again later`)
+    }
+    active++
+    if (ip !== undefined) perIp.set(ip, fromIp + 1)
+    const id = (++nextId).toString(36)
+    const remote = transport.remoteEndpoint === undefined ? "unknown" : formatEndpoint(transport.remoteEndpoint)
+    const release = Effect.sync(() => {
+      active--
+      if (ip === undefined) return
+      const n = (perIp.get(ip) ?? 1) - 1
+      if (n === 0) perIp.delete(ip)
+      else perIp.set(ip, n)
+    })
+    return Effect.andThen(
+      Effect.andThen(Metric.update(Metrics.connections, 1), Metric.update(Metrics.activeConnections, 1)),
+      serve(transport, { config: c, id, implicitTls: listener.implicitTls, shutdown })
+    ).pipe(
+      Effect.scoped,
+      Effect.ensuring(transport.close),
+      Effect.ensuring(Effect.andThen(release, Metric.update(Metrics.activeConnections, -1))),
+      Effect.annotateLogs({ connection: id, remote }),
+      Effect.withSpan("smtp.connection", { attributes: { "smtp.connection": id, "net.peer": remote } })
+    )
+  }
+
+  // Closing runs finalizers last-in first-out: the accept loops stop first, then this one lets
+  // transactions finish for the grace period and interrupts what is left (each says 421), then
+  // the listeners close.
+  yield* Effect.addFinalizer(() =>
+    Effect.gen(function*() {
+      yield* shutdown.open
+      yield* FiberSet.awaitEmpty(connections).pipe(Effect.timeoutOption(c.shutdownGrace))
+      yield* FiberSet.clear(connections)
+    })
+  )
+  const run = FiberSet.run(connections)
+  for (const [listener] of listeners) {
+    yield* listener.accept.pipe(
+      Effect.flatMap((transport) => run(handle(transport, listener))),
+      Effect.catch((e) => Effect.andThen(Effect.logWarning("accept failed", e), Effect.sleep(Duration.millis(100)))),
+      Effect.forever,
+      Effect.forkScoped
+    )
+  }
+  return SmtpServer.of({
+    listeners: listeners.map(([, b]) => b),
+    activeConnections: Effect.sync(() => active)
+  })
+})
+
+/** The server as a Layer; needs a `Backend` and a `Network` (e.g. `NodeTransport.layer`). */
+export const layer = (options: ServerConfig.ServerOptions): Layer.Layer<SmtpServer, TransportError, Backend | Network> =>
+  Layer.effect(SmtpServer, make(options))
+
+/**
+ * The server's options from `Config` (environment variables by default): SMTP_LISTEN
+ * (comma-separated `host:port` or `unix:/path`), SMTP_DOMAIN, SMTP_PROTOCOL, SMTP_MAX_MESSAGE_BYTES,
+ * SMTP_MAX_RECIPIENTS, SMTP_MAX_CONNECTIONS, SMTP_COMMAND_TIMEOUT. Fields of `overrides` win.
+ */
+export const layerConfig = (
+  overrides: Partial<ServerConfig.ServerOptions> = {}
+): Layer.Layer<SmtpServer, TransportError | Config.ConfigError, Backend | Network> =>
+  Layer.unwrap(Effect.gen(function*() {
+    const env = yield* Config.all({
+      listen: Config.String("SMTP_LISTEN").pipe(Config.withDefault("127.0.0.1:2525")),
+      domain: Config.String("SMTP_DOMAIN").pipe(Config.withDefault("localhost")),
+      protocol: Config.Literals(["smtp", "lmtp"], "SMTP_PROTOCOL").pipe(Config.withDefault("smtp" as const)),
+      maxMessageBytes: Config.Int("SMTP_MAX_MESSAGE_BYTES").pipe(Config.withDefault(32 * 1024 * 1024)),
+      maxRecipients: Config.Int("SMTP_MAX_RECIPIENTS").pipe(Config.withDefault(1000)),
+      maxConnections: Config.Int("SMTP_MAX_CONNECTIONS").pipe(Config.withDefault(1000)),
+      commandTimeout: Config.Duration("SMTP_COMMAND_TIMEOUT").pipe(Config.withDefault(Duration.minutes(5)))
+    })
+    const listen = env.listen.split(",").map((s) => s.trim()).filter((s) => s !== "").map(parseListenAddress)
+    return layer({ ...env, listen: listen.map((endpoint) => ({ endpoint })), ...overrides })
+  }))
+
+/** Parses `host:port`, `[v6]:port` or `unix:/path`. Throws on anything else (configuration error). */
+export const parseListenAddress = (text: string): Endpoint => {
+  if (text.startsWith("unix:")) return { _tag: "Unix", path: text.slice(5) }
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(text)
+  const port = m === null ? NaN : Number(m[3])
+  if (m === null || port > 65535) throw new Error(`invalid listen address "${text}": use HOST:PORT or unix:PATH`)
+  return { _tag: "Tcp", host: m[1] ?? (m[2] === "" ? "0.0.0.0" : m[2]!), port }
+}

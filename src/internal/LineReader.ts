@@ -1,0 +1,234 @@
+/**
+ * One connection's read side: a single byte buffer over a `Transport`, from which
+ * command lines, reply lines, DATA bodies and BDAT chunks are taken in turn.
+ *
+ * Lines are bounded (over the limit is an error and the buffer never grows past it).
+ * Bodies are Streams that read from the transport only when pulled, so a slow consumer
+ * slows the peer (TCP backpressure) and memory stays bounded whatever the message size.
+ * Bytes after a body's end stay buffered for the next command (pipelining).
+ */
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import * as Data from "effect/Data"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import type { NonEmptyReadonlyArray } from "effect/Array"
+import * as Stream from "effect/Stream"
+import * as SmtpError from "../SmtpError.ts"
+import { type Transport, TransportError } from "../Transport.ts"
+import { type BareLineEndingPolicy, DotDecoder } from "./DotCodec.ts"
+
+export class LineTooLong extends Data.TaggedError("LineTooLong")<{ readonly limit: number }> {}
+
+const LF = 10
+const CR = 13
+const EMPTY = new Uint8Array(0)
+const utf8 = new TextDecoder("utf-8")
+
+/**
+ * How long a body may take: it starts with `idle` to get going; every byte received
+ * buys `1 / minBytesPerSecond` seconds more, never more than `idle` ahead of now.
+ * A sender that trickles bytes slower than that rate runs out of time.
+ */
+export interface BodyDeadline {
+  readonly idle: Duration.Input
+  readonly minBytesPerSecond: number
+}
+
+export interface BodyOptions {
+  readonly deadline: BodyDeadline
+  /** Larger bodies fail the stream with 552 5.3.4; the rest is still read by `drain`. */
+  readonly maxBytes: number
+}
+
+export interface DataBodyOptions extends BodyOptions {
+  readonly bareLineEndings: BareLineEndingPolicy
+}
+
+export interface Body {
+  /** The body's bytes. Fails with an `SmtpError` on a policy violation (size, bare line endings). */
+  readonly stream: Stream.Stream<Uint8Array, SmtpError.SmtpError | TransportError>
+  /** Reads and drops whatever the stream did not deliver, up to the body's real end. */
+  readonly drain: Effect.Effect<void, TransportError>
+  /** The reply-worthy violation seen so far, if any (also when the consumer ignored the stream's failure). */
+  readonly violation: () => SmtpError.SmtpError | undefined
+  /** Body bytes seen so far (after dot-unstuffing). */
+  readonly bytes: () => number
+}
+
+export const bareLineEndingError = SmtpError.SmtpError.of(
+  550,
+  [5, 5, 2],
+  "Message contains a bare CR or LF; lines must end with CRLF"
+)
+
+export interface LineReader {
+  /** The next line without its line ending (CRLF, or a lone LF). Time limits are the caller's. */
+  readonly readLine: Effect.Effect<string, TransportError | LineTooLong>
+  /** Whether a whole line is already buffered (pipelining: replies are flushed when not). */
+  readonly hasBufferedLine: () => boolean
+  /** Drops every buffered byte (plaintext pipelined after STARTTLS) and says how many. */
+  readonly discardBuffered: () => number
+  /** The DATA body that follows a 354 reply, up to CRLF "." CRLF. */
+  readonly dataBody: (options: DataBodyOptions) => Body
+  /** Exactly `size` bytes (a BDAT chunk). */
+  readonly chunkBody: (size: number, options: BodyOptions) => Body
+}
+
+export const make = (transport: Transport, options: { readonly maxLineLength: number }): LineReader => {
+  let buf: Uint8Array = EMPTY
+  let pos = 0
+  const limit = options.maxLineLength
+
+  const append = (chunk: Uint8Array) => {
+    if (pos >= buf.length) {
+      buf = chunk
+    } else {
+      const rest = buf.length - pos
+      const next = new Uint8Array(rest + chunk.length)
+      next.set(buf.subarray(pos), 0)
+      next.set(chunk, rest)
+      buf = next
+    }
+    pos = 0
+  }
+
+  const closed = new TransportError({ reason: "Closed", message: "connection closed by peer" })
+  const fill: Effect.Effect<void, TransportError> = Effect.flatMap(transport.read, (chunk) => {
+    if (chunk === undefined) return Effect.fail(closed)
+    append(chunk)
+    return Effect.void
+  })
+
+  const readLine: Effect.Effect<string, TransportError | LineTooLong> = Effect.suspend(() => {
+    const nl = buf.indexOf(LF, pos)
+    // The limit counts the line ending too, as RFC 5321's 512 does.
+    if (nl >= 0 && nl + 1 - pos <= limit) {
+      const end = nl > pos && buf[nl - 1] === CR ? nl - 1 : nl
+      const line = utf8.decode(buf.subarray(pos, end))
+      pos = nl + 1
+      return Effect.succeed(line)
+    }
+    if (nl >= 0 || buf.length - pos >= limit) return Effect.fail(new LineTooLong({ limit }))
+    return Effect.flatMap(fill, () => readLine)
+  })
+
+  const hasBufferedLine = () => buf.indexOf(LF, pos) >= 0
+
+  const discardBuffered = () => {
+    const n = buf.length - pos
+    buf = EMPTY
+    pos = 0
+    return n
+  }
+
+  // A fill under the body's deadline, which grows only with bytes actually received.
+  const makeDeadline = (d: BodyDeadline) => {
+    const idleMs = Duration.toMillis(Duration.fromInputUnsafe(d.idle))
+    const msPerByte = 1000 / d.minBytesPerSecond
+    let deadline: number | undefined
+    return Effect.gen(function*() {
+      const now = yield* Clock.currentTimeMillis
+      deadline ??= now + idleMs
+      const remaining = deadline - now
+      if (remaining <= 0) {
+        return yield* new TransportError({ reason: "Timeout", message: "message body not received in time" })
+      }
+      const before = buf.length - pos
+      yield* fill.pipe(Effect.timeoutOrElse({
+        duration: Duration.millis(remaining),
+        orElse: () =>
+          Effect.fail(new TransportError({ reason: "Timeout", message: "message body not received in time" }))
+      }))
+      const received = buf.length - pos - before
+      // (received > 0: an empty chunk buys nothing, and 0 * Infinity would make the deadline NaN)
+      if (received > 0) {
+        deadline = Math.min(deadline + received * msPerByte, (yield* Clock.currentTimeMillis) + idleMs)
+      }
+    })
+  }
+
+  /**
+   * Turns a synchronous `step` over the buffer into a Body. `step` consumes buffered bytes
+   * and returns decoded slices; `isDone` says the body's end was reached.
+   */
+  const makeBody = (
+    step: () => Array<Uint8Array>,
+    isDone: () => boolean,
+    checkStep: () => SmtpError.SmtpError | undefined,
+    o: BodyOptions
+  ): Body => {
+    const fillBody = makeDeadline(o.deadline)
+    let bytes = 0
+    let violation: SmtpError.SmtpError | undefined
+    const take = (): Array<Uint8Array> => {
+      const out = pos < buf.length ? step() : []
+      for (const c of out) bytes += c.length
+      if (violation === undefined) {
+        violation = bytes > o.maxBytes ? SmtpError.dataTooLarge : checkStep()
+      }
+      return out
+    }
+    // Raw pull: the next decoded slices, or undefined at the end of the body.
+    const next: Effect.Effect<Array<Uint8Array> | undefined, TransportError> = Effect.suspend(() => {
+      if (isDone()) return Effect.succeed(undefined)
+      const out = take()
+      if (out.length > 0) return Effect.succeed(out)
+      if (isDone()) return Effect.succeed(undefined)
+      return Effect.flatMap(fillBody, () => next)
+    })
+    const pull: Effect.Effect<NonEmptyReadonlyArray<Uint8Array>, SmtpError.SmtpError | TransportError | Cause.Done> =
+      Effect.flatMap(
+        next,
+        (out): Effect.Effect<NonEmptyReadonlyArray<Uint8Array>, SmtpError.SmtpError | Cause.Done> => {
+          if (violation !== undefined) return Effect.fail(violation)
+          if (out === undefined) return Cause.done()
+          return Effect.succeed(out as unknown as NonEmptyReadonlyArray<Uint8Array>)
+        }
+      )
+    const drain: Effect.Effect<void, TransportError> = Effect.flatMap(
+      next,
+      (out) => out === undefined ? Effect.void : drain
+    )
+    return {
+      stream: Stream.fromPull(Effect.succeed(pull)),
+      drain,
+      violation: () => violation,
+      bytes: () => bytes
+    }
+  }
+
+  const dataBody = (o: DataBodyOptions): Body => {
+    const decoder = new DotDecoder(o.bareLineEndings)
+    let done = false
+    return makeBody(
+      () => {
+        const r = decoder.decode(buf, pos)
+        pos += r.consumed
+        if (r.done) done = true
+        return r.out
+      },
+      () => done,
+      () => o.bareLineEndings === "reject" && decoder.bareLineEndings > 0 ? bareLineEndingError : undefined,
+      o
+    )
+  }
+
+  const chunkBody = (size: number, o: BodyOptions): Body => {
+    let left = size
+    return makeBody(
+      () => {
+        const n = Math.min(left, buf.length - pos)
+        const slice = buf.subarray(pos, pos + n)
+        pos += n
+        left -= n
+        return n > 0 ? [slice] : []
+      },
+      () => left === 0,
+      () => undefined,
+      o
+    )
+  }
+
+  return { readLine, hasBufferedLine, discardBuffered, dataBody, chunkBody }
+}

@@ -1,0 +1,161 @@
+/**
+ * Server options and their defaults. Every limit has a safe default; `resolve` fills them in.
+ */
+import * as Duration from "effect/Duration"
+import type { BareLineEndingPolicy } from "./DotCodec.ts"
+import type { Endpoint, TlsServerOptions } from "../Transport.ts"
+
+/** One listening socket. `implicitTls` listeners speak TLS from the first byte (port 465). */
+export interface ListenSpec {
+  readonly endpoint: Endpoint
+  readonly implicitTls?: boolean | undefined
+}
+
+/** Extensions that can be switched on or off; each is advertised only when on and usable. */
+export interface Extensions {
+  readonly pipelining: boolean
+  readonly eightBitMime: boolean
+  readonly enhancedStatusCodes: boolean
+  readonly chunking: boolean
+  /** Needs `chunking`. */
+  readonly binaryMime: boolean
+  readonly smtputf8: boolean
+  /** Advertised only over TLS. */
+  readonly requireTls: boolean
+  readonly dsn: boolean
+  readonly rrvs: boolean
+  readonly deliverBy: boolean
+  readonly mtPriority: boolean
+  /** RFC 9422 LIMITS RCPTMAX=… */
+  readonly limits: boolean
+}
+
+export interface ServerOptions {
+  readonly listen: ReadonlyArray<ListenSpec>
+  /** The server's name in the greeting and replies. Default "localhost". */
+  readonly domain?: string | undefined
+  /** "lmtp" answers LHLO and replies once per recipient after the body. Default "smtp". */
+  readonly protocol?: "smtp" | "lmtp" | undefined
+  /** Certificates for STARTTLS and implicit TLS listeners. Without them STARTTLS is not offered. */
+  readonly tls?: TlsServerOptions | undefined
+  /** Text after "220 <domain> " in the greeting. */
+  readonly greeting?: string | undefined
+  readonly extensions?: Partial<Extensions> | undefined
+  /** Largest message accepted, advertised in SIZE. Default 32 MiB. */
+  readonly maxMessageBytes?: number | undefined
+  /** Recipients per transaction; more get 452 4.5.3. Default 1000. */
+  readonly maxRecipients?: number | undefined
+  /** Longest command line, CRLF included; longer gets 500 5.5.2 and the connection closes. Default 2000. */
+  readonly maxLineLength?: number | undefined
+  /** Simultaneous connections in all. Default 1000. */
+  readonly maxConnections?: number | undefined
+  /** Simultaneous connections from one IP address. Default 50. */
+  readonly maxConnectionsPerIp?: number | undefined
+  /** Error replies after which each further error reply is delayed by `errorDelay`. Default 10. */
+  readonly softErrorLimit?: number | undefined
+  /** Error replies after which the connection is closed with 421. Default 20. */
+  readonly hardErrorLimit?: number | undefined
+  readonly errorDelay?: Duration.Input | undefined
+  /** Consecutive unrecognised commands before the connection is closed. Default 5. */
+  readonly maxUnknownCommands?: number | undefined
+  /** Failed AUTH attempts before 421 and close. Default 3. */
+  readonly maxAuthFailures?: number | undefined
+  /** Time to receive a whole command line; partial lines do not extend it. Default 5 minutes. */
+  readonly commandTimeout?: Duration.Input | undefined
+  /** Time a message body may go without progress; see `minDataRate`. Default 5 minutes. */
+  readonly dataTimeout?: Duration.Input | undefined
+  /** Bytes per second that keep a body's deadline from shrinking (slow-drip protection). Default 1024. */
+  readonly minDataRate?: number | undefined
+  /** Time for one write to be taken by the peer. Default 1 minute. */
+  readonly writeTimeout?: Duration.Input | undefined
+  readonly tlsHandshakeTimeout?: Duration.Input | undefined
+  /** On shutdown, how long transactions in progress may go on before 421. Default 30 seconds. */
+  readonly shutdownGrace?: Duration.Input | undefined
+  /** Bare CR or LF inside DATA. Default "reject" (550 5.5.2): SMTP smuggling cannot work. */
+  readonly bareLineEndings?: BareLineEndingPolicy | undefined
+  /** Offer AUTH over plaintext connections. Default false. */
+  readonly allowInsecureAuth?: boolean | undefined
+  /** Refuse MAIL until AUTH succeeded (530 5.7.0). Default false. */
+  readonly requireAuth?: boolean | undefined
+  /** Refuse MAIL until STARTTLS (530 5.7.0). Default false. */
+  readonly requireTlsForMail?: boolean | undefined
+  /** The reply to VRFY. Default 252 2.5.0. */
+  readonly vrfyReply?: { readonly code: number; readonly text: string } | undefined
+}
+
+export interface ResolvedConfig {
+  readonly listen: ReadonlyArray<ListenSpec>
+  readonly domain: string
+  readonly protocol: "smtp" | "lmtp"
+  readonly tls: TlsServerOptions | undefined
+  readonly greeting: string
+  readonly extensions: Extensions
+  readonly maxMessageBytes: number
+  readonly maxRecipients: number
+  readonly maxLineLength: number
+  readonly maxConnections: number
+  readonly maxConnectionsPerIp: number
+  readonly softErrorLimit: number
+  readonly hardErrorLimit: number
+  readonly errorDelay: Duration.Duration
+  readonly maxUnknownCommands: number
+  readonly maxAuthFailures: number
+  readonly commandTimeout: Duration.Duration
+  readonly dataTimeout: Duration.Duration
+  readonly minDataRate: number
+  readonly writeTimeout: Duration.Duration
+  readonly tlsHandshakeTimeout: Duration.Duration
+  readonly shutdownGrace: Duration.Duration
+  readonly bareLineEndings: BareLineEndingPolicy
+  readonly allowInsecureAuth: boolean
+  readonly requireAuth: boolean
+  readonly requireTlsForMail: boolean
+  readonly vrfyReply: { readonly code: number; readonly text: string }
+}
+
+export const defaultExtensions: Extensions = {
+  pipelining: true,
+  eightBitMime: true,
+  enhancedStatusCodes: true,
+  chunking: true,
+  binaryMime: false,
+  smtputf8: false,
+  requireTls: false,
+  dsn: false,
+  rrvs: false,
+  deliverBy: false,
+  mtPriority: false,
+  limits: true
+}
+
+const duration = (d: Duration.Input | undefined, fallback: Duration.Input) => Duration.fromInputUnsafe(d ?? fallback)
+
+export const resolve = (o: ServerOptions): ResolvedConfig => ({
+  listen: o.listen,
+  domain: o.domain ?? "localhost",
+  protocol: o.protocol ?? "smtp",
+  tls: o.tls,
+  greeting: o.greeting ?? (o.protocol === "lmtp" ? "LMTP service ready" : "ESMTP service ready"),
+  extensions: { ...defaultExtensions, ...o.extensions },
+  maxMessageBytes: o.maxMessageBytes ?? 32 * 1024 * 1024,
+  maxRecipients: o.maxRecipients ?? 1000,
+  maxLineLength: o.maxLineLength ?? 2000,
+  maxConnections: o.maxConnections ?? 1000,
+  maxConnectionsPerIp: o.maxConnectionsPerIp ?? 50,
+  softErrorLimit: o.softErrorLimit ?? 10,
+  hardErrorLimit: o.hardErrorLimit ?? 20,
+  errorDelay: duration(o.errorDelay, "1 second"),
+  maxUnknownCommands: o.maxUnknownCommands ?? 5,
+  maxAuthFailures: o.maxAuthFailures ?? 3,
+  commandTimeout: duration(o.commandTimeout, "5 minutes"),
+  dataTimeout: duration(o.dataTimeout, "5 minutes"),
+  minDataRate: o.minDataRate ?? 1024,
+  writeTimeout: duration(o.writeTimeout, "1 minute"),
+  tlsHandshakeTimeout: duration(o.tlsHandshakeTimeout, "60 seconds"),
+  shutdownGrace: duration(o.shutdownGrace, "30 seconds"),
+  bareLineEndings: o.bareLineEndings ?? "reject",
+  allowInsecureAuth: o.allowInsecureAuth ?? false,
+  requireAuth: o.requireAuth ?? false,
+  requireTlsForMail: o.requireTlsForMail ?? false,
+  vrfyReply: o.vrfyReply ?? { code: 252, text: "Cannot VRFY user, but will accept message and attempt delivery" }
+})
