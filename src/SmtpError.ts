@@ -60,7 +60,7 @@ export class SmtpError extends Schema.TaggedError<SmtpError>()("SmtpError", {
 export const authRequired = SmtpError.of(530, [5, 7, 0], "Authentication required")
 export const authFailed = SmtpError.of(535, [5, 7, 8], "Authentication credentials invalid")
 export const authUnsupported = SmtpError.of(502, [5, 7, 0], "Authentication not supported")
-export const authUnknownMechanism = SmtpError.of(504, [5, 7, 4], "Unsupported authentication mechanism")
+export const authUnknownMechanism = SmtpError.of(504, [5, 5, 4], "Unrecognized authentication mechanism")
 export const authEncryptionRequired = SmtpError.of(538, [5, 7, 11], "Encryption required for requested authentication mechanism")
 export const authTemporaryFailure = SmtpError.of(454, [4, 7, 0], "Temporary authentication failure")
 export const authAlreadyDone = SmtpError.of(503, [5, 5, 1], "Already authenticated")
