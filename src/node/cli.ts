@@ -1,0 +1,215 @@
+/**
+ * The `effect-smtp` command line: `serve` (a dev mail server storing into a Maildir) and
+ * `send` (send one message). Its flags, events and exit codes are a contract; see README.
+ */
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
+import * as NodeServices from "@effect/platform-node/NodeServices"
+import * as Cause from "effect/Cause"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Result from "effect/Result"
+import * as CliError from "effect/cli/CliError"
+import * as Command from "effect/cli/Command"
+import * as Flag from "effect/cli/Flag"
+import * as fs from "node:fs"
+import * as DevServer from "./DevServer.ts"
+import * as SelfSigned from "./SelfSigned.ts"
+import * as SmtpServer from "../SmtpServer.ts"
+import { UsageError, writeStderr, writeStdout } from "./output.ts"
+
+/** "30s", "5m", "1h", "250ms", "90" (seconds) or Effect's "30 seconds". */
+export const parseDuration = (text: string): Result.Result<Duration.Duration, string> => {
+  const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$/.exec(text.trim())
+  if (m !== null) {
+    const n = Number(m[1])
+    const unit = m[2] ?? "s"
+    const ms = unit === "ms" ? n : unit === "s" ? n * 1000 : unit === "m" ? n * 60_000 : n * 3_600_000
+    return Result.succeed(Duration.millis(ms))
+  }
+  const d = Duration.fromInput(text as Duration.Input)
+  return Option.isSome(d) ? Result.succeed(d.value) : Result.fail(`invalid duration "${text}": use e.g. 30s, 5m, 250ms`)
+}
+
+const repeated = (flag: Flag.Flag<string>) => Flag.atLeast(flag, 0)
+const flag = (name: string, description: string) =>
+  Flag.Boolean(name).pipe(Flag.withDescription(description), Flag.withDefault(false))
+
+const serveFlags = {
+  listen: repeated(Flag.String("listen").pipe(
+    Flag.withDescription("HOST:PORT or unix:PATH to listen on (repeatable; port 0 picks a free port). Default 127.0.0.1:2525")
+  )),
+  lmtp: flag("lmtp", "Speak LMTP instead of SMTP on every listener"),
+  tlsListen: repeated(Flag.String("tls-listen").pipe(
+    Flag.withDescription("HOST:PORT or unix:PATH for implicit TLS (repeatable)")
+  )),
+  tlsCert: Flag.optional(Flag.String("tls-cert").pipe(Flag.withDescription("PEM certificate chain (enables STARTTLS)"))),
+  tlsKey: Flag.optional(Flag.String("tls-key").pipe(Flag.withDescription("PEM private key for --tls-cert"))),
+  tlsSelfSigned: flag("tls-self-signed", "Make a throwaway self-signed localhost certificate at start (enables STARTTLS)"),
+  auth: repeated(Flag.String("auth").pipe(Flag.withDescription("USER:PASSWORD accepted by AUTH (repeatable; enables AUTH)"))),
+  requireAuth: flag("require-auth", "Refuse MAIL until AUTH succeeded"),
+  allowInsecureAuth: flag("allow-insecure-auth", "Offer password mechanisms without TLS"),
+  domain: Flag.String("domain").pipe(Flag.withDescription("Server name in replies"), Flag.withDefault("localhost")),
+  maildir: Flag.String("maildir").pipe(Flag.withDescription("Where messages are stored"), Flag.withDefault("./maildir")),
+  maxMessageBytes: Flag.optional(Flag.Int("max-message-bytes").pipe(Flag.withDescription("Default 33554432 (32 MiB)"))),
+  maxRecipients: Flag.optional(Flag.Int("max-recipients").pipe(Flag.withDescription("Default 1000"))),
+  maxLineLength: Flag.optional(Flag.Int("max-line-length").pipe(Flag.withDescription("Default 2000"))),
+  maxConnections: Flag.optional(Flag.Int("max-connections").pipe(Flag.withDescription("Default 1000"))),
+  readTimeout: Flag.optional(Flag.String("read-timeout").pipe(
+    Flag.withDescription("Time for a command or a stalled message body, e.g. 30s. Default 5m")
+  )),
+  writeTimeout: Flag.optional(Flag.String("write-timeout").pipe(Flag.withDescription("Default 1m"))),
+  smtputf8: flag("smtputf8", "Enable SMTPUTF8 (off by default)"),
+  binarymime: flag("binarymime", "Enable BINARYMIME (off by default)"),
+  chunking: flag("chunking", "Enable CHUNKING/BDAT (on by default; kept for clarity)"),
+  requiretls: flag("requiretls", "Enable REQUIRETLS, offered over TLS (off by default)"),
+  dsn: flag("dsn", "Enable DSN (off by default)"),
+  bareLf: Flag.Literals("bare-lf", ["reject", "normalize", "allow"]).pipe(
+    Flag.withDescription("Bare CR/LF in DATA: reject (550, default), normalize to CRLF, or allow"),
+    Flag.withDefault("reject" as const)
+  ),
+  fault: repeated(Flag.String("fault").pipe(
+    Flag.withDescription("Inject a failure: STAGE:REGEX=CODE [X.Y.Z] [TEXT], STAGE mail|rcpt|data (repeatable)")
+  )),
+  events: Flag.Literals("events", ["json", "none"]).pipe(
+    Flag.withDescription("JSON events on stdout (default) or none"),
+    Flag.withDefault("json" as const)
+  )
+}
+
+type ServeInput = Command.Command.Config.Infer<typeof serveFlags>
+
+const parseAll = <A>(items: ReadonlyArray<string>, f: (s: string) => A): Effect.Effect<Array<A>, UsageError> =>
+  Effect.try({ try: () => items.map(f), catch: (e) => new UsageError({ message: (e as Error).message }) })
+
+const usage = (message: string) => new UsageError({ message })
+
+const serve = (input: ServeInput) =>
+  Effect.gen(function*() {
+    const listen = yield* parseAll(input.listen.length > 0 ? input.listen : ["127.0.0.1:2525"], SmtpServer.parseListenAddress)
+    const tlsListen = yield* parseAll(input.tlsListen, SmtpServer.parseListenAddress)
+    const faults: Array<DevServer.Fault> = []
+    for (const rule of input.fault) {
+      const f = DevServer.parseFault(rule)
+      if (Result.isFailure(f)) return yield* usage(f.failure)
+      faults.push(f.success)
+    }
+    const users = new Map<string, string>()
+    for (const a of input.auth) {
+      const i = a.indexOf(":")
+      if (i <= 0) return yield* usage(`invalid --auth "${a}": expected USER:PASSWORD`)
+      users.set(a.slice(0, i), a.slice(i + 1))
+    }
+    const duration = (o: Option.Option<string>) =>
+      Option.isNone(o) ? Effect.succeed(undefined) : Effect.mapError(Effect.fromResult(parseDuration(o.value)), usage)
+    const readTimeout = yield* duration(input.readTimeout)
+    const writeTimeout = yield* duration(input.writeTimeout)
+
+    if (Option.isSome(input.tlsCert) !== Option.isSome(input.tlsKey)) {
+      return yield* usage("--tls-cert and --tls-key go together")
+    }
+    let tls: { key: string; cert: string } | undefined
+    if (Option.isSome(input.tlsCert) && Option.isSome(input.tlsKey)) {
+      const cert = input.tlsCert.value
+      const key = input.tlsKey.value
+      tls = yield* Effect.try({
+        try: () => ({ cert: fs.readFileSync(cert, "utf8"), key: fs.readFileSync(key, "utf8") }),
+        catch: (e) => usage(`cannot read TLS files: ${(e as Error).message}`)
+      })
+    } else if (input.tlsSelfSigned) {
+      tls = yield* SelfSigned.make(input.domain)
+    }
+    if (tlsListen.length > 0 && tls === undefined) {
+      return yield* usage("--tls-listen needs --tls-cert/--tls-key or --tls-self-signed")
+    }
+
+    const emit = input.events === "none"
+      ? () => Effect.void
+      : (e: DevServer.Event) => writeStdout(JSON.stringify(e) + "\n")
+    const some = <A>(o: Option.Option<A>) => Option.getOrUndefined(o)
+    const options: DevServer.DevServerOptions = {
+      maildir: input.maildir,
+      users,
+      faults,
+      emit,
+      server: {
+        listen: [
+          ...listen.map((endpoint) => ({ endpoint })),
+          ...tlsListen.map((endpoint) => ({ endpoint, implicitTls: true }))
+        ],
+        domain: input.domain,
+        protocol: input.lmtp ? "lmtp" : "smtp",
+        tls,
+        maxMessageBytes: some(input.maxMessageBytes),
+        maxRecipients: some(input.maxRecipients),
+        maxLineLength: some(input.maxLineLength),
+        maxConnections: some(input.maxConnections),
+        commandTimeout: readTimeout,
+        dataTimeout: readTimeout,
+        writeTimeout,
+        bareLineEndings: input.bareLf,
+        requireAuth: input.requireAuth,
+        allowInsecureAuth: input.allowInsecureAuth,
+        extensions: {
+          smtputf8: input.smtputf8,
+          binaryMime: input.binarymime,
+          chunking: true,
+          requireTls: input.requiretls,
+          dsn: input.dsn
+        }
+      }
+    }
+    // Runs until SIGINT/SIGTERM interrupts it; closing the layer answers 421 to clients.
+    return yield* Layer.launch(DevServer.layer(options))
+  })
+
+const serveCommand = Command.make("serve", serveFlags, serve).pipe(
+  Command.withDescription("Run a local mail server that stores every message it receives in a Maildir"),
+  Command.withExamples([
+    { command: "effect-smtp serve", description: "Catch mail on 127.0.0.1:2525 into ./maildir" },
+    { command: "effect-smtp serve --lmtp --listen unix:/tmp/lmtp.sock", description: "An LMTP delivery agent" },
+    {
+      command: "effect-smtp serve --fault 'rcpt:^nobody@=550 5.1.1 No such user'",
+      description: "Refuse one recipient"
+    }
+  ])
+)
+
+const root = Command.make("effect-smtp").pipe(
+  Command.withDescription("SMTP and LMTP server and client on Effect"),
+  Command.withSubcommands([serveCommand])
+)
+
+/** Exit codes: 0 done (and after SIGINT/SIGTERM), 1 refused, 2 usage error, 3 connection/TLS/protocol failure. */
+const exitCode = (exit: Exit.Exit<unknown, unknown>): number => {
+  if (Exit.isSuccess(exit)) return typeof process.exitCode === "number" ? process.exitCode : 0
+  if (Cause.hasInterruptsOnly(exit.cause)) return 0
+  const error = Cause.squash(exit.cause)
+  if (error instanceof UsageError) return 2
+  if (CliError.isCliError(error)) return error._tag === "ShowHelp" && error.errors.length === 0 ? 0 : 2
+  if (typeof error === "object" && error !== null && "exitCode" in error && typeof error.exitCode === "number") {
+    return error.exitCode
+  }
+  return 1
+}
+
+const main = Command.run(root, { version: "0.1.0" }).pipe(
+  Effect.tapCause((cause) => {
+    const error = Cause.squash(cause)
+    if (Cause.hasInterruptsOnly(cause) || CliError.isCliError(error)) return Effect.void
+    const message = error instanceof Error ? error.message : String(error)
+    return writeStderr(`effect-smtp: ${message}\n`)
+  }),
+  Effect.provide(NodeServices.layer)
+)
+
+NodeRuntime.runMain(main, {
+  disableErrorReporting: true,
+  teardown: (exit, onExit) => {
+    const code = exitCode(exit)
+    process.exitCode = code
+    onExit(code)
+  }
+})
