@@ -159,8 +159,11 @@ export const serve = (transport: Transport, ctx: ConnectionContext): Effect.Effe
     const session: Session = sessionOrError.success
 
     const saslContext = (): Sasl.ServerContext => ({ tls: transport.tls(), allowInsecureAuth: c.allowInsecureAuth })
+    // AUTH is not offered at all before TLS unless allowed, whatever the mechanisms.
     const authMechanisms = (): ReadonlyArray<string> =>
-      session.auth === undefined ? [] : Sasl.advertised(session.auth, saslContext())
+      session.auth === undefined || (transport.tls() === undefined && !c.allowInsecureAuth)
+        ? []
+        : Sasl.advertised(session.auth, saslContext())
 
     // --- transactions ---
     const abortBdat = (t: Transaction | undefined) =>
@@ -416,6 +419,7 @@ export const serve = (transport: Transport, ctx: ConnectionContext): Effect.Effe
       if (authIdentity !== undefined) return fromError(SmtpError.authAlreadyDone)
       if (tx !== undefined) return reply(503, [5, 5, 1], "AUTH not allowed during a mail transaction")
       if (session.auth === undefined) return reply(502, [5, 5, 1], "AUTH not supported")
+      if (transport.tls() === undefined && !c.allowInsecureAuth) return fromError(SmtpError.authEncryptionRequired)
       const fail = (e: Sasl.SaslError) => {
         const err = Sasl.toSmtpError(e)
         if (err.code === 535) authFailures++
