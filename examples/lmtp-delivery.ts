@@ -3,7 +3,7 @@
  * lmtp:unix:/tmp/effect-smtp-lmtp.sock`) hands each message over a Unix socket, and the agent
  * answers once per recipient: delivered, or refused for that recipient alone.
  *
- * Run: node examples/lmtp-delivery.ts (Node >= 22.19).
+ * Run in this repository: node_modules/.bin/node --conditions=source examples/lmtp-delivery.ts.
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Effect, Layer, Stream } from "effect"

@@ -1,6 +1,6 @@
 /**
  * A backend Layer composed into an Effect app: accepts mail for example.com and logs its size.
- * Run: node examples/server.ts (Node >= 22.19), then send to 127.0.0.1:2525.
+ * Run in this repository: node_modules/.bin/node --conditions=source examples/server.ts, then send to 127.0.0.1:2525.
  */
 import { Effect, Layer, Stream } from "effect"
 import { NodeRuntime } from "@effect/platform-node"
