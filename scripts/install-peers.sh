@@ -5,11 +5,15 @@ set -euo pipefail
 
 need=()
 command -v swaks >/dev/null 2>&1 || need+=(swaks)
+# swaks speaks TLS through Net::SSLeay, only a recommendation of its package.
+perl -MNet::SSLeay -e 1 >/dev/null 2>&1 || need+=(libnet-ssleay-perl)
 command -v msmtp >/dev/null 2>&1 || need+=(msmtp)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 [ -x /usr/sbin/smtp-source ] || need+=(postfix)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+# Dovecot's LMTP server (dovecot-core comes with it); the tests run a private instance.
+[ -x /usr/lib/dovecot/lmtp ] || need+=(dovecot-lmtpd)
 
 [ ${#need[@]} -eq 0 ] && exit 0
 
@@ -23,6 +27,14 @@ else
   sudo=()
 fi
 export DEBIAN_FRONTEND=noninteractive
+# postfix is only wanted for smtp-source/smtp-sink and dovecot for a private LMTP instance:
+# their system services are never started. Where no policy says so already, a temporary
+# policy-rc.d tells the packages' install scripts not to start them.
+policy=/usr/sbin/policy-rc.d
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$policy" >/dev/null
+  "${sudo[@]}" chmod 755 "$policy"
+  trap '"${sudo[@]}" rm -f "$policy"' EXIT
+fi
 "${sudo[@]}" apt-get update -qq >/dev/null
-# postfix is only wanted for smtp-source/smtp-sink; its service is never started.
 "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

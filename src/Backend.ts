@@ -39,19 +39,20 @@ export type MessageBody = Stream.Stream<Uint8Array, SmtpError | TransportError>
 
 /**
  * One connection's conversation with the backend. Every operation may fail with an `SmtpError`
- * (sent as the reply) or any other error (sent as `451 4.3.0`, logged).
+ * (sent as the reply) or any other error (sent as `451 4.3.0`, logged), and may use the
+ * `Connection` service, which the server provides.
  */
 export interface Session {
   /** MAIL FROM. `from` is `null` for the null reverse-path `<>`. */
-  readonly mail: (from: Address | null, options: MailOptions) => Effect.Effect<void, unknown>
+  readonly mail: (from: Address | null, options: MailOptions) => Effect.Effect<void, unknown, Connection>
   /** RCPT TO, once per recipient. */
-  readonly rcpt: (to: Address, options: RcptOptions) => Effect.Effect<void, unknown>
+  readonly rcpt: (to: Address, options: RcptOptions) => Effect.Effect<void, unknown, Connection>
   /**
    * The message body (DATA or BDAT). The stream pulls from the socket: reading slowly slows the
    * client. What the session leaves unread is drained by the server. A failure of the stream
    * (too large, bare line endings, lost connection) must not be stored as a message.
    */
-  readonly data: (body: MessageBody) => Effect.Effect<void, unknown>
+  readonly data: (body: MessageBody) => Effect.Effect<void, unknown, Connection>
   /**
    * LMTP only: deliver the body and say, for each recipient in order, whether delivery
    * succeeded (`undefined`) or failed (an `SmtpError`). Without it, `data`'s outcome is
@@ -60,9 +61,9 @@ export interface Session {
   readonly lmtpData?: (
     body: MessageBody,
     recipients: ReadonlyArray<Address>
-  ) => Effect.Effect<ReadonlyArray<SmtpError | undefined>, unknown>
+  ) => Effect.Effect<ReadonlyArray<SmtpError | undefined>, unknown, Connection>
   /** Discards the current transaction (RSET, a new EHLO, STARTTLS, or a failed DATA). */
-  readonly reset: Effect.Effect<void>
+  readonly reset: Effect.Effect<void, never, Connection>
   /**
    * AUTH: the server-side SASL mechanisms this session accepts. Without it the server does not
    * offer AUTH. The identity they return becomes `ConnectionInfo.authenticatedAs`.

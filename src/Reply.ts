@@ -67,10 +67,9 @@ export const formatReply = (reply: ReplyFields): string => {
   for (let i = 0; i <= last; i++) {
     const line = reply.lines[i]!
     const text = prefix === "" ? line : line === "" ? prefix : `${prefix} ${line}`
-    out += `${reply.code}${i === last ? " " : "-"}${text}`
-    // "250 " with nothing after it is valid but odd: emit "250" alone.
-    if (text === "") out = out.slice(0, -1)
-    out += "\r\n"
+    // The separator is always written, also before an empty text: RFC 4954 clients expect
+    // "334 " for an empty challenge, and some refuse a bare "334".
+    out += `${reply.code}${i === last ? " " : "-"}${text}\r\n`
   }
   return out
 }

@@ -65,6 +65,17 @@ export const make = Effect.fnUntraced(function*(
   if (c.listen.some((l) => l.implicitTls) && c.tls === undefined) {
     return yield* new TransportError({ reason: "Listen", message: "an implicit TLS listener needs TLS certificates" })
   }
+  // Closing runs finalizers last-in first-out: the accept loops stop first, then the listeners
+  // close (new clients are refused at once, not kept waiting through the grace period), then
+  // this one lets transactions finish for the grace period and interrupts what is left (each
+  // says 421).
+  yield* Effect.addFinalizer(() =>
+    Effect.gen(function*() {
+      yield* shutdown.open
+      yield* FiberSet.awaitEmpty(connections).pipe(Effect.timeoutOption(c.shutdownGrace))
+      yield* FiberSet.clear(connections)
+    })
+  )
   const listeners: Array<readonly [Listener, BoundListener]> = []
   for (const spec of c.listen) {
     const l = yield* network.listen({ endpoint: spec.endpoint, tls: spec.implicitTls ? c.tls : undefined })
@@ -101,21 +112,13 @@ export const make = Effect.fnUntraced(function*(
       Effect.scoped,
       Effect.ensuring(transport.close),
       Effect.ensuring(Effect.andThen(release, Metric.update(Metrics.activeConnections, -1))),
+      Effect.ensuring(Effect.logDebug("connection closed")),
+      (serving) => Effect.andThen(Effect.logDebug("connection opened"), serving),
       Effect.annotateLogs({ connection: id, remote }),
       Effect.withSpan("smtp.connection", { attributes: { "smtp.connection": id, "net.peer": remote } })
     )
   }
 
-  // Closing runs finalizers last-in first-out: the accept loops stop first, then this one lets
-  // transactions finish for the grace period and interrupts what is left (each says 421), then
-  // the listeners close.
-  yield* Effect.addFinalizer(() =>
-    Effect.gen(function*() {
-      yield* shutdown.open
-      yield* FiberSet.awaitEmpty(connections).pipe(Effect.timeoutOption(c.shutdownGrace))
-      yield* FiberSet.clear(connections)
-    })
-  )
   const run = FiberSet.run(connections)
   for (const [listener] of listeners) {
     yield* listener.accept.pipe(

@@ -117,17 +117,18 @@ export const serve = (transport: Transport, ctx: ConnectionContext): Effect.Effe
 
     /** Queues a reply; negative replies count towards the error limits. */
     const send = (r: Reply): Effect.Effect<void, Close | TransportError> => {
-      pending.push(r.toWire())
-      if (r.code < 400) return Effect.void
-      errors++
-      if (errors >= c.hardErrorLimit) {
-        return Effect.andThen(
-          Metrics.rejection(r.code),
-          Effect.fail(new Close(reply(421, [4, 7, 0], `${c.domain} Error: too many errors`)))
-        )
+      if (r.code < 400) {
+        pending.push(r.toWire())
+        return Effect.void
       }
-      if (errors > c.softErrorLimit) return Effect.andThen(Metrics.rejection(r.code), Effect.andThen(flush, Effect.sleep(c.errorDelay)))
-      return Metrics.rejection(r.code)
+      errors++
+      const queue = Effect.sync(() => pending.push(r.toWire()))
+      // Past the soft limit the error reply itself is held back (what was waiting goes first).
+      const delayed = errors > c.softErrorLimit ? flush.pipe(Effect.andThen(Effect.sleep(c.errorDelay)), Effect.andThen(queue)) : queue
+      const next = errors >= c.hardErrorLimit
+        ? Effect.fail(new Close(reply(421, [4, 7, 0], `${c.domain} Error: too many errors`)))
+        : Effect.void
+      return Metrics.rejection(r.code).pipe(Effect.andThen(delayed), Effect.andThen(next))
     }
 
     // --- calling the backend ---
@@ -135,28 +136,32 @@ export const serve = (transport: Transport, ctx: ConnectionContext): Effect.Effe
     const provide = <A, E, R>(eff: Effect.Effect<A, E, R>) => Effect.provideService(eff, Connection, info)
 
     /** Runs a session operation: an SmtpError becomes its reply, any other failure 451 (logged). Defects propagate. */
-    const call = <A>(op: string, eff: Effect.Effect<A, unknown>): Effect.Effect<Result.Result<A, Reply>> =>
+    const call = <A>(op: string, eff: Effect.Effect<A, unknown, Connection>): Effect.Effect<Result.Result<A, Reply>> =>
       Effect.matchEffect(provide(eff), {
         onSuccess: (a) => Effect.succeed(Result.succeed(a)),
         onFailure: (e) =>
           e instanceof SmtpError.SmtpError
             ? Effect.succeed(Result.fail(fromError(e)))
-            : Effect.logError(`backend ${op} failed`, e).pipe(
+            : Effect.logError(`backend ${op} failed`, Cause.fail(e)).pipe(
               Effect.as(Result.fail(fromError(SmtpError.localError)))
             )
       })
 
-    const sessionOrError = yield* Effect.result(provide(backend.newSession(info)))
-    if (Result.isFailure(sessionOrError)) {
-      const e = sessionOrError.failure
-      const r = e instanceof SmtpError.SmtpError
-        ? fromError(e)
+    // A defect here is answered like any other failure: 421, and the connection closes.
+    const sessionOrError = yield* Effect.exit(provide(backend.newSession(info)))
+    if (Exit.isFailure(sessionOrError)) {
+      const cause = sessionOrError.cause
+      if (Cause.hasInterruptsOnly(cause)) return yield* Effect.interrupt
+      const e = Cause.findErrorOption(cause)
+      const refusal = e._tag === "Some" && e.value instanceof SmtpError.SmtpError ? e.value : undefined
+      if (refusal === undefined) yield* Effect.logError("backend newSession failed", cause)
+      const r = refusal !== undefined
+        ? fromError(refusal)
         : reply(421, [4, 3, 0], `${c.domain} Service not available, closing transmission channel`)
-      if (!(e instanceof SmtpError.SmtpError)) yield* Effect.logError("backend newSession failed", e)
       yield* transport.write(r.toWire()).pipe(Effect.ignore)
       return
     }
-    const session: Session = sessionOrError.success
+    const session: Session = sessionOrError.value
 
     const saslContext = (): Sasl.ServerContext => ({ tls: transport.tls(), allowInsecureAuth: c.allowInsecureAuth })
     // AUTH is not offered at all before TLS unless allowed, whatever the mechanisms.
@@ -269,7 +274,8 @@ export const serve = (transport: Transport, ctx: ConnectionContext): Effect.Effe
       if (c.requireTlsForMail && transport.tls() === undefined) {
         return reply(530, [5, 7, 0], "Must issue a STARTTLS command first")
       }
-      if (c.requireAuth && authIdentity === undefined && session.auth !== undefined) {
+      // Also when the session offers no mechanism: then nobody may send (fail closed).
+      if (c.requireAuth && authIdentity === undefined) {
         return fromError(SmtpError.authRequired)
       }
       const parsed = MailOptions.parseMailParameters(cmd.params, mailEnabled)
@@ -396,7 +402,7 @@ export const serve = (transport: Transport, ctx: ConnectionContext): Effect.Effe
       )
       if (Exit.isFailure(upgraded)) {
         yield* Metric.update(Metrics.tlsFailures, 1)
-        yield* Effect.logInfo("STARTTLS handshake failed", Cause.squash(upgraded.cause))
+        yield* Effect.logInfo("STARTTLS handshake failed", upgraded.cause)
         return yield* Effect.fail(new Close(undefined))
       }
       yield* Metric.update(Metrics.tlsUpgrades, 1)
@@ -441,7 +447,9 @@ export const serve = (transport: Transport, ctx: ConnectionContext): Effect.Effe
           authIdentity = s.identity
           return reply(235, [2, 7, 0], "Authentication successful")
         }
-        yield* send(reply(334, undefined, Sasl.encodeBase64(s.data)))
+        // Written by hand: an empty challenge must be "334 " with its space (RFC 4954 4);
+        // Reply formats it as a bare "334", which msmtp (GNU SASL) rejects as invalid.
+        pending.push(`334 ${Sasl.encodeBase64(s.data)}\r\n`)
         yield* flush
         const line = yield* readAuthLine
         if (line.length > AUTH_LINE_LENGTH) return fail(Sasl.tooLong())
@@ -504,13 +512,15 @@ export const serve = (transport: Transport, ctx: ConnectionContext): Effect.Effe
     const conversation = Effect.gen(function*() {
       yield* send(reply(220, undefined, `${c.domain} ${c.greeting}`))
       while (true) {
-        yield* flush
+        // Replies wait while the peer has more commands buffered, so a pipelined group is
+        // answered in one write; too many waiting replies are written (and may block) first.
+        if (!reader.hasBufferedLine() || pending.length >= 64) yield* flush
         if (ctx.shutdown.isOpen() && tx === undefined) {
           return yield* Effect.fail(new Close(reply(421, [4, 3, 2], `${c.domain} Service shutting down`)))
         }
         const line = yield* readCommand
         if (line === undefined) continue // shutdown: answered at the top of the loop
-        if (line.length + 2 > c.maxLineLength && !/^auth /i.test(line)) {
+        if (wireLength(line, c.maxLineLength) > c.maxLineLength && !/^auth /i.test(line)) {
           return yield* Effect.fail(new Close(reply(500, [5, 5, 2], "Line too long")))
         }
         const parsed = Command.parse(line, { utf8: ext.smtputf8 })
@@ -541,8 +551,6 @@ export const serve = (transport: Transport, ctx: ConnectionContext): Effect.Effe
         if (authFailures >= c.maxAuthFailures) {
           return yield* Effect.fail(new Close(reply(421, [4, 7, 0], `${c.domain} Error: too many failed authentications`)))
         }
-        // Flush when the peer has nothing more pipelined, or too much is waiting to be written.
-        if (reader.hasBufferedLine() && pending.length < 64) continue
       }
     })
 
@@ -567,7 +575,7 @@ export const serve = (transport: Transport, ctx: ConnectionContext): Effect.Effe
       Effect.onInterrupt(() => closeWith(reply(421, [4, 3, 2], `${c.domain} Service shutting down`))),
       Effect.catchDefect((defect) =>
         Effect.andThen(
-          Effect.logError("connection failed with a defect", defect),
+          Effect.logError("connection failed with a defect", Cause.die(defect)),
           closeWith(reply(421, [4, 3, 0], `${c.domain} Error: internal error, closing connection`))
         )
       ),
@@ -577,4 +585,19 @@ export const serve = (transport: Transport, ctx: ConnectionContext): Effect.Effe
 
 const constant = function*(r: Reply | undefined): Generator<never, Reply | undefined, unknown> {
   return r
+}
+
+/**
+ * A command line's length in bytes with its CRLF: the limit is in bytes, and a UTF-8 line has
+ * up to 3 per UTF-16 unit. Lines too short to reach `limit` either way are not scanned.
+ */
+const wireLength = (line: string, limit: number): number => {
+  let n = line.length + 2
+  if (n > limit || line.length * 3 + 2 <= limit) return n
+  for (let i = 0; i < line.length; i++) {
+    const c = line.charCodeAt(i)
+    // 2 bytes below U+0800, 3 above; a surrogate pair (2 units) is 4.
+    if (c >= 0x80) n += c < 0x800 || (c >= 0xd800 && c <= 0xdfff) ? 1 : 2
+  }
+  return n
 }

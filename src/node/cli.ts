@@ -9,9 +9,11 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
+import * as Logger from "effect/Logger"
 import * as Option from "effect/Option"
 import * as Result from "effect/Result"
 import * as CliError from "effect/cli/CliError"
+import * as CliOutput from "effect/cli/CliOutput"
 import * as Command from "effect/cli/Command"
 import * as Flag from "effect/cli/Flag"
 import * as fs from "node:fs"
@@ -19,6 +21,7 @@ import * as DevServer from "./DevServer.ts"
 import * as SelfSigned from "./SelfSigned.ts"
 import * as SmtpServer from "../SmtpServer.ts"
 import { UsageError, writeStderr, writeStdout } from "./output.ts"
+import { sendCommand } from "./send.ts"
 
 /** "30s", "5m", "1h", "250ms", "90" (seconds) or Effect's "30 seconds". */
 export const parseDuration = (text: string): Result.Result<Duration.Duration, string> => {
@@ -179,7 +182,7 @@ const serveCommand = Command.make("serve", serveFlags, serve).pipe(
 
 const root = Command.make("effect-smtp").pipe(
   Command.withDescription("SMTP and LMTP server and client on Effect"),
-  Command.withSubcommands([serveCommand])
+  Command.withSubcommands([serveCommand, sendCommand])
 )
 
 /** Exit codes: 0 done (and after SIGINT/SIGTERM), 1 refused, 2 usage error, 3 connection/TLS/protocol failure. */
@@ -195,7 +198,21 @@ const exitCode = (exit: Exit.Exit<unknown, unknown>): number => {
   return 1
 }
 
+// Usage errors go to stderr with a pointer to --help, so stdout stays clean for JSON.
+const presenter = CliOutput.layerPresenter({
+  present: (event) =>
+    event._tag === "InvalidInvocation"
+      ? Effect.gen(function*() {
+        const formatter = CliOutput.defaultFormatter({ colors: false })
+        yield* writeStderr(`${formatter.formatErrors(event.errors)}\nRun 'effect-smtp ${event.commandPath.slice(1).join(" ")} --help' for usage.\n`)
+      })
+      : CliOutput.defaultPresenter.present(event)
+})
+
 const main = Command.run(root, { version: "0.1.0" }).pipe(
+  Effect.provide(presenter),
+  // stdout carries JSON events and results; human logs go to stderr.
+  Effect.provideService(Logger.LogToStderr, true),
   Effect.tapCause((cause) => {
     const error = Cause.squash(cause)
     if (Cause.hasInterruptsOnly(cause) || CliError.isCliError(error)) return Effect.void

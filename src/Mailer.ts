@@ -1,0 +1,139 @@
+/**
+ * A pooled mail sender: a service that sends over reused connections, retries temporary
+ * failures on a schedule, and keeps to a rate limit shared by all its connections.
+ *
+ * ```ts
+ * import * as Effect from "effect/Effect"
+ * import * as Layer from "effect/Layer"
+ * import * as Redacted from "effect/Redacted"
+ * import * as Mailer from "effect-smtp/Mailer"
+ * import * as NodeTransport from "effect-smtp/NodeTransport"
+ *
+ * const MailerLive = Mailer.layer({
+ *   host: "smtp.example.com",
+ *   auth: { _tag: "Password", username: "me", password: Redacted.make("secret") },
+ *   pool: { size: 4 },
+ *   rateLimit: { messages: 10, interval: "1 second" }
+ * }).pipe(Layer.provide(NodeTransport.layer))
+ *
+ * const program = Mailer.send({ from: "me@example.com", to: "you@example.org", body: "Subject: hi\r\n\r\nhello\r\n" })
+ *   .pipe(Effect.provide(MailerLive))
+ * ```
+ *
+ * A send that is interrupted is abandoned cleanly: its connection is closed, never handed to
+ * another send. A connection that broke (timeout, 421, protocol error) is closed too.
+ *
+ * Retries cover a send that failed as a whole. Recipients refused while others were accepted
+ * are in the result's `rejected` (with `isTemporary` on their error): sending to them again is
+ * the caller's choice, as retrying the message would deliver it twice to the others.
+ *
+ * @since 0.1.0
+ */
+import * as Context from "effect/Context"
+import * as Data from "effect/Data"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Schedule from "effect/Schedule"
+import type * as Scope from "effect/Scope"
+import type { ConnectOptions } from "./internal/ClientConfig.ts"
+import * as Connection from "./internal/ClientConnection.ts"
+import * as Pool from "./internal/ClientPool.ts"
+import * as RateLimit from "./internal/ClientRateLimit.ts"
+import { isTemporary, type Message, type SendError, type SendResult } from "./SmtpClient.ts"
+import { SmtpError } from "./SmtpError.ts"
+import { Network, TransportError } from "./Transport.ts"
+
+export interface PoolOptions {
+  /** Connections open at most (and sends in flight). Default 5. */
+  readonly size?: number | undefined
+  /** Messages sent over one connection before it is closed and replaced. Default 100. */
+  readonly maxMessagesPerConnection?: number | undefined
+  /** An unused connection is closed (QUIT) after this long. Default 1 minute. */
+  readonly idleTimeout?: Duration.Input | undefined
+}
+
+export interface RetryOptions {
+  /**
+   * When to try again; the failure is the schedule's input. Default: up to 3 retries,
+   * 1, 2 and 4 seconds apart.
+   */
+  readonly schedule?: Schedule.Schedule<unknown, unknown> | undefined
+  /** Which failures to retry. Default `SmtpClient.isTemporary` (4xx replies, connection failures). */
+  readonly while?: ((error: unknown) => boolean) | undefined
+}
+
+/** Where and how to connect (as `SmtpClient.connect`), and how to pool, retry and limit. */
+export interface MailerOptions extends ConnectOptions {
+  readonly pool?: PoolOptions | undefined
+  /** `false` turns retries off. */
+  readonly retry?: RetryOptions | false | undefined
+  /** At most `messages` transactions start in any `interval`, across all connections. */
+  readonly rateLimit?: RateLimit.RateLimit | undefined
+}
+
+export class Mailer extends Context.Service<Mailer, {
+  /**
+   * Sends one message over a pooled connection, retrying temporary failures. The body is run
+   * once per attempt: a retried stream must be one that can run again.
+   */
+  readonly send: <E = never, R = never>(message: Message<E, R>) => Effect.Effect<SendResult, SendError | E, R>
+  /** Connections open now, and how many of them are idle. */
+  readonly stats: Effect.Effect<{ readonly open: number; readonly idle: number }>
+}>()("effect-smtp/Mailer") {}
+
+/** The default retry schedule: 3 retries, 1, 2 and 4 seconds apart. */
+export const defaultRetrySchedule: Schedule.Schedule<unknown, unknown> = Schedule.max([
+  Schedule.exponential("1 second"),
+  Schedule.recurs(3)
+])
+
+/** A reused connection that turned out dead before the server did anything: try a fresh one. */
+class Stale extends Data.TaggedError("Stale")<{ readonly error: unknown }> {}
+
+const isStale = (error: unknown) => error instanceof TransportError || (error instanceof SmtpError && error.code === 421)
+
+/** Builds the service; the scope owns the pool (closing it says QUIT on idle connections). */
+export const make = (options: MailerOptions): Effect.Effect<Mailer["Service"], never, Network | Scope.Scope> =>
+  Effect.gen(function*() {
+    const network = yield* Network
+    const size = options.pool?.size ?? 5
+    const pool = yield* Pool.make<Connection.PooledClient, SendError>({
+      size,
+      maxUses: options.pool?.maxMessagesPerConnection ?? 100,
+      idleTimeout: Duration.fromInputUnsafe(options.pool?.idleTimeout ?? "1 minute"),
+      open: Effect.provideService(Connection.connect(options), Network, network),
+      reusable: (client: Connection.PooledClient) => client.isOpen()
+    })
+    const limiter = options.rateLimit === undefined ? Effect.void : yield* RateLimit.make(options.rateLimit)
+    const retry = options.retry
+
+    const send = <E, R>(message: Message<E, R>): Effect.Effect<SendResult, SendError | E, R> => {
+      const once = pool.use((client, reused) => {
+        const before = client.progress()
+        return client.send(message).pipe(
+          Effect.mapError((e) => (reused && client.progress() === before && isStale(e) ? new Stale({ error: e }) : e))
+        )
+      }).pipe(
+        // Every idle connection may have gone stale; a fresh one settles it.
+        Effect.retry({ while: (e) => e instanceof Stale, times: size }),
+        Effect.mapError((e) => (e instanceof Stale ? (e.error as SendError) : e))
+      )
+      const attempt = Effect.andThen(limiter, once)
+      const retried = retry === false ? attempt : attempt.pipe(Effect.retry({
+        schedule: retry?.schedule ?? defaultRetrySchedule,
+        while: retry?.while ?? isTemporary
+      }))
+      return retried.pipe(Effect.withSpan("Mailer.send"))
+    }
+
+    return Mailer.of({ send, stats: pool.stats })
+  })
+
+/** The Mailer as a Layer; needs a `Network` (`NodeTransport.layer`, `MemoryTransport.layer` in tests). */
+export const layer = (options: MailerOptions): Layer.Layer<Mailer, never, Network> => Layer.effect(Mailer, make(options))
+
+/** Sends one message with the `Mailer` in context. */
+export const send = <E = never, R = never>(
+  message: Message<E, R>
+): Effect.Effect<SendResult, SendError | E, Mailer | R> => Mailer.use((mailer) => mailer.send(message))

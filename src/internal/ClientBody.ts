@@ -1,0 +1,196 @@
+/**
+ * Message bodies on the client side: DATA (line endings normalised, dots stuffed, the
+ * terminator appended, writes batched) and BDAT (exact-size chunks, line endings
+ * normalised unless the body is BINARYMIME, no stuffing).
+ */
+import type { NonEmptyReadonlyArray } from "effect/Array"
+import type * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Pull from "effect/Pull"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import type { TransportError } from "../Transport.ts"
+import { DotEncoder } from "./DotCodec.ts"
+
+/** A message: text (sent as UTF-8), bytes, or a stream of bytes. */
+export type Body<E = never, R = never> = string | Uint8Array | Stream.Stream<Uint8Array, E, R>
+
+const encoder = new TextEncoder()
+const CR = 13
+const LF = 10
+
+export const toStream = <E, R>(body: Body<E, R>): Stream.Stream<Uint8Array, E, R> =>
+  typeof body === "string" ? Stream.succeed(encoder.encode(body)) : body instanceof Uint8Array ? Stream.succeed(body) : body
+
+/** The body's bytes when it is already in memory (a SIZE estimate, an 8-bit check). */
+export const bytesOf = <E, R>(body: Body<E, R>): Uint8Array | undefined =>
+  typeof body === "string" ? encoder.encode(body) : body instanceof Uint8Array ? body : undefined
+
+/**
+ * The size of `bytes` once lone CR and LF are CRLF (and, for DATA, a final CRLF is added):
+ * what the server will count for SIZE (RFC 1870 4).
+ */
+export const normalizedSize = (bytes: Uint8Array, options: { readonly finalCrlf: boolean }): number => {
+  let n = bytes.length
+  for (let i = 0; i < bytes.length; i++) {
+    const b = bytes[i]!
+    if ((b === LF && (i === 0 || bytes[i - 1] !== CR)) || (b === CR && bytes[i + 1] !== LF)) n++
+  }
+  const last = bytes[bytes.length - 1]
+  if (options.finalCrlf && bytes.length > 0 && last !== LF && last !== CR) n += 2
+  return n
+}
+
+/** Whether any byte has the high bit set. */
+export const hasEightBit = (bytes: Uint8Array): boolean => {
+  for (let i = 0; i < bytes.length; i++) if (bytes[i]! >= 0x80) return true
+  return false
+}
+
+/** Writes are batched up to this many bytes: one write for a small message. */
+const WRITE_BATCH = 64 * 1024
+
+const concat = (parts: ReadonlyArray<Uint8Array>, size: number): Uint8Array => {
+  if (parts.length === 1) return parts[0]!
+  const out = new Uint8Array(size)
+  let at = 0
+  for (const p of parts) {
+    out.set(p, at)
+    at += p.length
+  }
+  return out
+}
+
+type Write = (bytes: Uint8Array, timeout: Duration.Duration) => Effect.Effect<void, TransportError>
+
+/**
+ * Sends a DATA body after the 354: lone CR and LF become CRLF, a leading dot is doubled,
+ * and CRLF "." CRLF ends it, so nothing in the content can end the message early.
+ */
+export const writeDataBody = <E, R>(
+  body: Body<E, R>,
+  write: Write,
+  timeout: Duration.Duration
+): Effect.Effect<void, E | TransportError, R> =>
+  Effect.suspend(() => {
+    const dots = new DotEncoder()
+    let parts: Array<Uint8Array> = []
+    let size = 0
+    const flush = Effect.suspend(() => {
+      const bytes = concat(parts, size)
+      parts = []
+      size = 0
+      return write(bytes, timeout)
+    })
+    const add = (bytes: Uint8Array) => {
+      if (bytes.length === 0) return
+      parts.push(bytes)
+      size += bytes.length
+    }
+    return toStream(body).pipe(
+      Stream.runForEachArray((chunks) => {
+        for (const c of chunks) add(dots.encode(c))
+        return size >= WRITE_BATCH ? flush : Effect.void
+      }),
+      Effect.andThen(Effect.suspend(() => {
+        add(dots.end())
+        return flush
+      }))
+    )
+  })
+
+/** Turns lone CR and lone LF into CRLF, across chunk boundaries. */
+export class CrlfNormalizer {
+  private afterCr = false
+
+  push(input: Uint8Array): Uint8Array {
+    let clean = !this.afterCr
+    for (let i = 0; clean && i < input.length; i++) {
+      const b = input[i]!
+      if (b === LF && (i === 0 || input[i - 1] !== CR)) clean = false
+      else if (b === CR && i + 1 < input.length && input[i + 1] !== LF) clean = false
+    }
+    // The common case, text already in CRLF form, is passed through without a copy
+    // (a CR at the very end is decided by the next chunk).
+    if (clean) {
+      this.afterCr = input.length > 0 && input[input.length - 1] === CR
+      return this.afterCr ? input.subarray(0, input.length - 1) : input
+    }
+    const out = new Uint8Array(input.length * 2 + 1)
+    let n = 0
+    for (let i = 0; i < input.length; i++) {
+      const b = input[i]!
+      if (this.afterCr) {
+        this.afterCr = false
+        out[n++] = CR
+        out[n++] = LF
+        if (b === LF) continue
+      }
+      if (b === CR) this.afterCr = true
+      else if (b === LF) {
+        out[n++] = CR
+        out[n++] = LF
+      } else out[n++] = b
+    }
+    return out.subarray(0, n)
+  }
+
+  /** What a pending CR becomes at the end of the body. */
+  end(): Uint8Array {
+    if (!this.afterCr) return new Uint8Array(0)
+    this.afterCr = false
+    return Uint8Array.of(CR, LF)
+  }
+}
+
+export interface Chunk {
+  readonly bytes: Uint8Array
+  readonly last: boolean
+}
+
+/**
+ * Cuts a body into BDAT chunks of `size` bytes; the last one (possibly empty) is marked.
+ * Memory stays within one chunk plus one piece of the stream. `binary` keeps bytes as they
+ * are (BINARYMIME); otherwise line endings are normalised to CRLF.
+ */
+export const chunker = <E, R>(
+  body: Body<E, R>,
+  options: { readonly size: number; readonly binary: boolean }
+): Effect.Effect<Effect.Effect<Chunk, E>, never, R | Scope.Scope> =>
+  Effect.map(Stream.toPull(toStream(body)), (pull) => {
+    const crlf = options.binary ? undefined : new CrlfNormalizer()
+    let parts: Array<Uint8Array> = []
+    let buffered = 0
+    let ended = false
+    const add = (bytes: Uint8Array) => {
+      if (bytes.length === 0) return
+      parts.push(bytes)
+      buffered += bytes.length
+    }
+    const fill: Effect.Effect<void, E> = Effect.suspend(() => {
+      if (ended || buffered > options.size) return Effect.void
+      return pull.pipe(
+        Effect.map((chunks: NonEmptyReadonlyArray<Uint8Array>) => {
+          for (const c of chunks) add(crlf === undefined ? c : crlf.push(c))
+        }),
+        Pull.catchDone(() =>
+          Effect.sync(() => {
+            ended = true
+            if (crlf !== undefined) add(crlf.end())
+          })
+        ),
+        Effect.andThen(fill)
+      )
+    })
+    // Takes `n` bytes off the front of the buffer.
+    const take = (n: number): Uint8Array => {
+      const all = concat(parts, buffered)
+      parts = n < all.length ? [all.subarray(n)] : []
+      buffered = all.length - n
+      return all.subarray(0, n)
+    }
+    return Effect.map(fill, (): Chunk =>
+      ended && buffered <= options.size
+        ? { bytes: take(buffered), last: true }
+        : { bytes: take(options.size), last: false })
+  })
