@@ -445,7 +445,15 @@ const makeConn = (socket: net.Socket, role: "server" | "client", options: MakeOp
     timer.unref()
     // During a handshake (or after a failed one) there is nothing to flush.
     if (current === undefined || s.destroyed || s.writableFinished) return destroyAll()
-    s.once("finish", destroyAll).once("close", destroyAll)
+    // Lingering close: once our last bytes and FIN are out, read and drop what the peer still
+    // sends until it closes too. Destroying a socket with unread input makes the kernel send a
+    // reset, which can destroy our final reply (a 421, a 500) before the peer has read it.
+    s.once("finish", () => {
+      s.off("readable", wake) // with a 'readable' listener, resume() would do nothing
+      s.on("data", ignore)
+      s.once("end", destroyAll)
+      s.resume()
+    }).once("close", destroyAll)
     if (!s.writableEnded) s.end() // flush what was written, then FIN (close_notify first on TLS)
   }
 

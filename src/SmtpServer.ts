@@ -77,8 +77,12 @@ export const make = Effect.fnUntraced(function*(
     })
   )
   const listeners: Array<readonly [Listener, BoundListener]> = []
+  // Implicit TLS: the handshake happens before the connection reaches us, so bound it there.
+  const implicitTls = c.tls === undefined
+    ? undefined
+    : { ...c.tls, handshakeTimeout: c.tls.handshakeTimeout ?? Duration.toMillis(c.tlsHandshakeTimeout) }
   for (const spec of c.listen) {
-    const l = yield* network.listen({ endpoint: spec.endpoint, tls: spec.implicitTls ? c.tls : undefined })
+    const l = yield* network.listen({ endpoint: spec.endpoint, tls: spec.implicitTls ? implicitTls : undefined })
     listeners.push([l, {
       endpoint: l.endpoint,
       address: formatEndpoint(l.endpoint),
@@ -121,8 +125,11 @@ export const make = Effect.fnUntraced(function*(
 
   const run = FiberSet.run(connections)
   for (const [listener] of listeners) {
-    yield* listener.accept.pipe(
-      Effect.flatMap((transport) => run(handle(transport, listener))),
+    // Once accepted, a connection is handed over without a gap an interruption could fall into
+    // (its fiber, interruptible as usual, then owns the transport).
+    yield* Effect.uninterruptibleMask((restore) =>
+      restore(listener.accept).pipe(Effect.flatMap((transport) => run(handle(transport, listener))))
+    ).pipe(
       Effect.catch((e) => Effect.andThen(Effect.logWarning("accept failed", e), Effect.sleep(Duration.millis(100)))),
       Effect.forever,
       Effect.forkScoped

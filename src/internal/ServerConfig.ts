@@ -2,6 +2,7 @@
  * Server options and their defaults. Every limit has a safe default; `resolve` fills them in.
  */
 import * as Duration from "effect/Duration"
+import { defaultFor, type EnhancedCode } from "../EnhancedCode.ts"
 import type { BareLineEndingPolicy } from "./DotCodec.ts"
 import type { Endpoint, TlsServerOptions } from "../Transport.ts"
 
@@ -79,8 +80,12 @@ export interface ServerOptions {
   readonly requireAuth?: boolean | undefined
   /** Refuse MAIL until STARTTLS (530 5.7.0). Default false. */
   readonly requireTlsForMail?: boolean | undefined
-  /** The reply to VRFY. Default 252 2.5.0. */
-  readonly vrfyReply?: { readonly code: number; readonly text: string } | undefined
+  /** The reply to VRFY. Default 252 2.5.0 (RFC 5321 3.5.3: "cannot verify, but will accept"). */
+  readonly vrfyReply?: {
+    readonly code: number
+    readonly enhancedCode?: EnhancedCode | undefined
+    readonly text: string
+  } | undefined
 }
 
 export interface ResolvedConfig {
@@ -110,7 +115,7 @@ export interface ResolvedConfig {
   readonly allowInsecureAuth: boolean
   readonly requireAuth: boolean
   readonly requireTlsForMail: boolean
-  readonly vrfyReply: { readonly code: number; readonly text: string }
+  readonly vrfyReply: { readonly code: number; readonly enhancedCode: EnhancedCode | undefined; readonly text: string }
 }
 
 export const defaultExtensions: Extensions = {
@@ -157,5 +162,7 @@ export const resolve = (o: ServerOptions): ResolvedConfig => ({
   allowInsecureAuth: o.allowInsecureAuth ?? false,
   requireAuth: o.requireAuth ?? false,
   requireTlsForMail: o.requireTlsForMail ?? false,
-  vrfyReply: o.vrfyReply ?? { code: 252, text: "Cannot VRFY user, but will accept message and attempt delivery" }
+  vrfyReply: o.vrfyReply === undefined
+    ? { code: 252, enhancedCode: [2, 5, 0], text: "Cannot VRFY user, but will accept message and attempt delivery" }
+    : { ...o.vrfyReply, enhancedCode: o.vrfyReply.enhancedCode ?? defaultFor(o.vrfyReply.code) }
 })

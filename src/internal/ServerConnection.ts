@@ -142,6 +142,8 @@ export const serve = (transport: Transport, ctx: ConnectionContext): Effect.Effe
         onFailure: (e) =>
           e instanceof SmtpError.SmtpError
             ? Effect.succeed(Result.fail(fromError(e)))
+            : e instanceof TransportError // the client went away mid-body: not the backend's fault
+            ? Effect.logDebug(`${op} ended: ${e.message}`).pipe(Effect.as(Result.fail(fromError(SmtpError.localError))))
             : Effect.logError(`backend ${op} failed`, Cause.fail(e)).pipe(
               Effect.as(Result.fail(fromError(SmtpError.localError)))
             )
@@ -194,6 +196,9 @@ export const serve = (transport: Transport, ctx: ConnectionContext): Effect.Effe
           Result.isFailure(r)
             ? rcpts.map(() => r.failure)
             : rcpts.map((rcpt, i) => {
+              // A recipient the backend gave no status for was not delivered: say so (451), so
+              // the client retries rather than the message being silently lost.
+              if (i >= r.success.length) return fromError(SmtpError.localError)
               const status = r.success[i]
               return status === undefined ? ok(rcpt) : fromError(status)
             }))
@@ -426,22 +431,25 @@ export const serve = (transport: Transport, ctx: ConnectionContext): Effect.Effe
       if (tx !== undefined) return reply(503, [5, 5, 1], "AUTH not allowed during a mail transaction")
       if (session.auth === undefined) return reply(502, [5, 5, 1], "AUTH not supported")
       if (transport.tls() === undefined && !c.allowInsecureAuth) return fromError(SmtpError.authEncryptionRequired)
-      const fail = (e: Sasl.SaslError) => {
+      const fail = function*(e: Sasl.SaslError) {
         const err = Sasl.toSmtpError(e)
-        if (err.code === 535) authFailures++
+        if (err.code === 535) {
+          authFailures++
+          yield* Metric.update(Metrics.authFailures, 1)
+        }
         return fromError(err)
       }
       const decode = (text: string) => text === "=" ? Result.succeed(new Uint8Array(0)) : Sasl.decodeBase64(text)
       let input: Uint8Array | undefined
       if (cmd.initialResponse !== undefined) {
         const d = decode(cmd.initialResponse)
-        if (Result.isFailure(d)) return fail(d.failure)
+        if (Result.isFailure(d)) return yield* fail(d.failure)
         input = d.success
       }
       const mechanism = Sasl.startServer(session.auth, cmd.mechanism, saslContext())
       let step = yield* Effect.result(provide(mechanism.start(input)))
       while (true) {
-        if (Result.isFailure(step)) return fail(step.failure)
+        if (Result.isFailure(step)) return yield* fail(step.failure)
         const s = step.success
         if (s._tag === "Success") {
           authIdentity = s.identity
@@ -452,10 +460,10 @@ export const serve = (transport: Transport, ctx: ConnectionContext): Effect.Effe
         pending.push(`334 ${Sasl.encodeBase64(s.data)}\r\n`)
         yield* flush
         const line = yield* readAuthLine
-        if (line.length > AUTH_LINE_LENGTH) return fail(Sasl.tooLong())
-        if (line === "*") return fail(Sasl.cancelled())
+        if (line.length > AUTH_LINE_LENGTH) return yield* fail(Sasl.tooLong())
+        if (line === "*") return yield* fail(Sasl.cancelled())
         const d = decode(line)
-        if (Result.isFailure(d)) return fail(d.failure)
+        if (Result.isFailure(d)) return yield* fail(d.failure)
         step = yield* Effect.result(provide(mechanism.next(d.success)))
       }
     }
@@ -487,7 +495,7 @@ export const serve = (transport: Transport, ctx: ConnectionContext): Effect.Effe
         case "Noop":
           return constant(reply(250, [2, 0, 0], "OK"))
         case "Vrfy":
-          return constant(reply(c.vrfyReply.code, [Math.floor(c.vrfyReply.code / 100) as 2 | 4 | 5, 5, 0], c.vrfyReply.text))
+          return constant(reply(c.vrfyReply.code, c.vrfyReply.enhancedCode, c.vrfyReply.text))
         case "Expn":
           return constant(reply(502, [5, 5, 1], "EXPN not supported"))
         case "Help":
@@ -528,6 +536,12 @@ export const serve = (transport: Transport, ctx: ConnectionContext): Effect.Effe
         let quit = false
         if (Result.isFailure(parsed)) {
           r = fromError(parsed.failure)
+          // A refused "BDAT 10 FOO" is still followed by its 10 bytes: read them, never parse them.
+          const announced = /^bdat +(\d{1,15})(?: |$)/i.exec(line)
+          if (announced !== null) {
+            yield* reader.chunkBody(Number(announced[1]), { deadline: bodyDeadline, maxBytes: Number.POSITIVE_INFINITY })
+              .drain
+          }
         } else {
           const cmd = parsed.success
           if (cmd._tag === "Unknown") {

@@ -1,0 +1,132 @@
+/**
+ * Edges where a server could lose a message, a reply or a socket: malformed BDAT, LMTP
+ * backends that answer for too few recipients, final replies on a closing connection, and
+ * implicit-TLS clients that never finish their handshake.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import * as Metric from "effect/Metric"
+import * as Stream from "effect/Stream"
+import * as net from "node:net"
+import * as Sasl from "../../src/Sasl.ts"
+import * as Metrics from "../../src/internal/ServerMetrics.ts"
+import { testCerts } from "../support/certs.ts"
+import { makeBackend } from "../support/backend.ts"
+import { dialog, drained, envelope, loopback, type Net, replies, show, start } from "../support/server.ts"
+
+describe.each<Net>(["memory", "tcp"])("robustness over %s", (network) => {
+  it.live("a malformed BDAT is refused and its announced bytes are read, never run as commands", () =>
+    Effect.gen(function*() {
+      const { layer, rec } = makeBackend()
+      const s = yield* start({ net: network, backend: layer })
+      const p = yield* s.open()
+      yield* envelope(p)
+      const smuggled = "RCPT TO:<victim@example.com>\r\n"
+      yield* p.write(`BDAT ${smuggled.length} NOT-LAST\r\n${smuggled}NOOP\r\n`)
+      assert.deepStrictEqual(yield* replies(p, 2), ["501 5.5.4", "250 2.0.0"])
+      assert.notInclude(rec.events, "rcpt:victim@example.com")
+    }))
+
+  it.live("LMTP: a recipient the backend gave no status for gets 451, not a delivery", () =>
+    Effect.gen(function*() {
+      const { layer } = makeBackend({
+        lmtpData: (body) => Effect.as(Stream.runDrain(body), [undefined])
+      })
+      const s = yield* start({ net: network, backend: layer, protocol: "lmtp" })
+      const p = yield* s.open()
+      yield* envelope(p, ["one@example.com", "two@example.com"], "LHLO client.example")
+      yield* dialog(p, "DATA")
+      yield* p.write("Subject: x\r\n\r\nbody\r\n.\r\n")
+      assert.deepStrictEqual(yield* replies(p, 2), ["250 2.0.0", "451 4.3.0"])
+    }))
+
+  it.live("VRFY answers 252 2.5.0 by default, and a configured reply with its own code", () =>
+    Effect.gen(function*() {
+      const { layer } = makeBackend()
+      const plain = yield* start({ net: network, backend: layer })
+      const p = yield* plain.open()
+      assert.strictEqual(show(yield* p.command("VRFY postmaster")), "252 2.5.0")
+      const custom = yield* start({
+        net: network,
+        backend: layer,
+        vrfyReply: { code: 502, text: "VRFY disabled" }
+      })
+      const q = yield* custom.open()
+      const r = yield* q.command("VRFY postmaster")
+      assert.strictEqual(show(r), "502 5.0.0")
+      assert.strictEqual(r.text, "VRFY disabled")
+    }))
+
+  it.live("failed AUTH attempts are counted in the metrics", () =>
+    Effect.gen(function*() {
+      const auth = Sasl.serverMechanisms({
+        password: Sasl.passwordVerifier((user) => Effect.succeed(user === "u" ? undefined : undefined))
+      })
+      const { layer } = makeBackend({ auth })
+      const s = yield* start({ net: network, backend: layer, allowInsecureAuth: true })
+      const before = (yield* Metric.value(Metrics.authFailures)).count
+      const p = yield* s.open()
+      yield* p.command("EHLO c")
+      const r = yield* p.command(`AUTH PLAIN ${Buffer.from("\0u\0nope").toString("base64")}`)
+      assert.strictEqual(show(r), "535 5.7.8")
+      const after = (yield* Metric.value(Metrics.authFailures)).count
+      assert.strictEqual(after - before, 1)
+    }))
+})
+
+describe("closing over real TCP", () => {
+  it.live("the 500 for an over-long line survives the close, even when the client reads late", () =>
+    Effect.gen(function*() {
+      const { layer } = makeBackend()
+      const s = yield* start({ net: "tcp", backend: layer, maxLineLength: 100 })
+      const port = s.endpoint._tag === "Tcp" ? s.endpoint.port : 0
+      const socket = net.connect(port, "127.0.0.1")
+      socket.pause() // read nothing until the server is done with the connection
+      socket.on("error", () => {})
+      // More than the socket buffers hold: the server must keep reading after its 500 for this
+      // write to complete at all.
+      const writeError = yield* Effect.promise(() =>
+        new Promise<Error | null | undefined>((resolve) => socket.write("NOOP " + "x".repeat(8 * 1024 * 1024) + "\r\n", resolve))
+      )
+      assert.isNotOk(writeError, `the server reset the connection: ${writeError?.message}`)
+      // Most of that line was still unread when the server gave up on it. Destroying a socket
+      // with unread input sends a reset, and a reset makes the client's kernel drop the replies
+      // it had not yet handed to the client.
+      yield* drained(s)
+      const received = yield* Effect.promise(() =>
+        new Promise<string>((resolve) => {
+          let text = ""
+          socket.setEncoding("latin1")
+          socket.on("data", (d: string) => (text += d))
+          socket.on("error", () => resolve(text))
+          socket.on("close", () => resolve(text))
+          socket.resume()
+        })
+      )
+      assert.match(received, /^220 [^\r]*\r\n500 5\.5\.2 Line too long\r\n/)
+    }))
+
+  it.live("an implicit-TLS client that never sends its ClientHello is dropped after the handshake timeout", () =>
+    Effect.gen(function*() {
+      const certs = testCerts()
+      const { layer } = makeBackend()
+      const s = yield* start({
+        net: "tcp",
+        backend: layer,
+        listen: [{ endpoint: loopback, implicitTls: true }],
+        tls: { key: certs.server.key, cert: certs.server.cert },
+        tlsHandshakeTimeout: "300 millis"
+      })
+      const port = s.endpoint._tag === "Tcp" ? s.endpoint.port : 0
+      const started = Date.now()
+      yield* Effect.promise(() =>
+        new Promise<void>((resolve) => {
+          const socket = net.connect(port, "127.0.0.1")
+          socket.on("error", () => resolve())
+          socket.on("close", () => resolve())
+        })
+      )
+      // Closed by the server (well before Node's own 120 s default).
+      assert.isBelow(Date.now() - started, 10_000)
+    }))
+})
