@@ -137,7 +137,7 @@ export const serve = (transport: Transport, ctx: ConnectionContext): Effect.Effe
 
     /** Runs a session operation: an SmtpError becomes its reply, any other failure 451 (logged). Defects propagate. */
     const call = <A>(op: string, eff: Effect.Effect<A, unknown, Connection>): Effect.Effect<Result.Result<A, Reply>> =>
-      Effect.matchEffect(provide(eff), {
+      Effect.matchEffect(provide(eff).pipe(Effect.withSpan(`smtp.session.${op}`)), {
         onSuccess: (a) => Effect.succeed(Result.succeed(a)),
         onFailure: (e) =>
           e instanceof SmtpError.SmtpError
@@ -185,7 +185,12 @@ export const serve = (transport: Transport, ctx: ConnectionContext): Effect.Effe
     })
 
     /** Hands a body to the backend; one reply (SMTP) or one per recipient (LMTP). */
-    const deliver = (t: Transaction, body: MessageBody): Effect.Effect<ReadonlyArray<Reply>> => {
+    const deliver = (t: Transaction, body: MessageBody, transfer: "DATA" | "BDAT"): Effect.Effect<ReadonlyArray<Reply>> =>
+      deliverBody(t, body).pipe(Effect.withSpan("smtp.transaction", {
+        attributes: { "smtp.recipients": t.rcpts.length, "smtp.transfer": transfer }
+      }))
+
+    const deliverBody = (t: Transaction, body: MessageBody): Effect.Effect<ReadonlyArray<Reply>> => {
       const ok = (rcpt?: AddressT) =>
         lmtp
           ? reply(250, [2, 0, 0], `<${rcpt}> delivered`)
@@ -329,7 +334,7 @@ export const serve = (transport: Transport, ctx: ConnectionContext): Effect.Effe
         maxBytes: c.maxMessageBytes > 0 ? c.maxMessageBytes : Number.POSITIVE_INFINITY,
         bareLineEndings: c.bareLineEndings
       })
-      const replies = yield* deliver(t, body.stream)
+      const replies = yield* deliver(t, body.stream, "DATA")
       yield* body.drain
       yield* Metric.update(Metrics.bytes, body.bytes())
       yield* finishMessage(t, replies, body.violation())
@@ -350,7 +355,7 @@ export const serve = (transport: Transport, ctx: ConnectionContext): Effect.Effe
       const t = tx
       if (t.bdat === undefined) {
         const queue = yield* Queue.bounded<Uint8Array, SmtpError.SmtpError | TransportError | Cause.Done>(4)
-        const fiber = yield* deliver(t, Stream.fromQueue(queue)).pipe(
+        const fiber = yield* deliver(t, Stream.fromQueue(queue), "BDAT").pipe(
           Effect.ensuring(Queue.shutdown(queue)), // once the consumer is gone, offers return false
           Effect.forkChild({ startImmediately: true })
         )

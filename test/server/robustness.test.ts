@@ -7,6 +7,7 @@ import { assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
 import * as Stream from "effect/Stream"
+import type * as Tracer from "effect/Tracer"
 import * as net from "node:net"
 import * as Sasl from "../../src/Sasl.ts"
 import * as Metrics from "../../src/internal/ServerMetrics.ts"
@@ -71,6 +72,33 @@ describe.each<Net>(["memory", "tcp"])("robustness over %s", (network) => {
       assert.strictEqual(show(r), "535 5.7.8")
       const after = (yield* Metric.value(Metrics.authFailures)).count
       assert.strictEqual(after - before, 1)
+    }))
+})
+
+describe("tracing", () => {
+  it.live("backend calls run in spans: session operation, inside the transaction, inside the connection", () =>
+    Effect.gen(function*() {
+      const chains: Array<Array<string>> = []
+      const chainOf = Effect.map(Effect.currentSpan, (span) => {
+        const names: Array<string> = []
+        let current: Tracer.AnySpan | undefined = span
+        while (current !== undefined) {
+          if (current._tag === "Span") names.push(current.name)
+          current = current._tag === "Span" && current.parent._tag === "Some" ? current.parent.value : undefined
+        }
+        return names
+      })
+      const { layer } = makeBackend({
+        mail: () => Effect.map(chainOf, (c) => void chains.push(c)),
+        data: (body) => Effect.andThen(Stream.runDrain(body), Effect.map(chainOf, (c) => void chains.push(c)))
+      })
+      const s = yield* start({ backend: layer })
+      const p = yield* s.open()
+      yield* envelope(p)
+      yield* dialog(p, "DATA")
+      yield* p.command("Subject: x\r\n\r\nbody\r\n.")
+      assert.deepStrictEqual(chains[0]!.slice(0, 2), ["smtp.session.mail", "smtp.connection"])
+      assert.deepStrictEqual(chains[1]!.slice(0, 3), ["smtp.session.data", "smtp.transaction", "smtp.connection"])
     }))
 })
 
