@@ -62,7 +62,10 @@ export interface Session {
     body: MessageBody,
     recipients: ReadonlyArray<Address>
   ) => Effect.Effect<ReadonlyArray<SmtpError | undefined>, unknown, Connection>
-  /** Discards the current transaction (RSET, a new EHLO, STARTTLS, or a failed DATA). */
+  /**
+   * Ends the current transaction: after every message (accepted or not), and on RSET, a new
+   * EHLO or STARTTLS while a transaction is open. Not called when there is none to end.
+   */
   readonly reset: Effect.Effect<void, never, Connection>
   /**
    * AUTH: the server-side SASL mechanisms this session accepts. Without it the server does not

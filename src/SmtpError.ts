@@ -6,7 +6,7 @@
  */
 import * as Schema from "effect/Schema"
 import * as EnhancedCode from "./EnhancedCode.ts"
-import { Reply } from "./Reply.ts"
+import { Reply, ReplyCode } from "./Reply.ts"
 
 /**
  * How the enhanced status code of an error is chosen:
@@ -18,7 +18,8 @@ export const EnhancedCodeChoice = Schema.Union([EnhancedCode.EnhancedCode, Schem
 export type EnhancedCodeChoice = typeof EnhancedCodeChoice.Type
 
 export class SmtpError extends Schema.TaggedError<SmtpError>()("SmtpError", {
-  code: Schema.Int.check(Schema.isBetween({ minimum: 400, maximum: 559 })),
+  /** 4xx or 5xx, second digit 0-5 (RFC 5321 4.2.1): every value is a valid reply. */
+  code: ReplyCode.check(Schema.isGreaterThanOrEqualTo(400)),
   enhancedCode: EnhancedCodeChoice,
   message: Schema.String
 }) {
@@ -38,7 +39,11 @@ export class SmtpError extends Schema.TaggedError<SmtpError>()("SmtpError", {
     const raw = this.message.split(/\r\n|\r|\n/)
     const lines: [string, ...Array<string>] = [raw[0]!, ...raw.slice(1)]
     const enhanced = options?.enhancedStatusCodes === false ? undefined : this.resolvedEnhancedCode
-    return new Reply(enhanced === undefined ? { code: this.code, lines } : { code: this.code, enhancedCode: enhanced, lines })
+    // The fields were validated when the error was made; lines cannot hold CR or LF after the split.
+    return new Reply(
+      enhanced === undefined ? { code: this.code, lines } : { code: this.code, enhancedCode: enhanced, lines },
+      { disableChecks: true }
+    )
   }
 
   /** The error a client reports for a negative reply from a server. */

@@ -119,7 +119,11 @@ export const make = Effect.fnUntraced(function*(
       Effect.ensuring(Effect.logDebug("connection closed")),
       (serving) => Effect.andThen(Effect.logDebug("connection opened"), serving),
       Effect.annotateLogs({ connection: id, remote }),
-      Effect.withSpan("smtp.connection", { attributes: { "smtp.connection": id, "net.peer": remote } })
+      (serving) =>
+        Effect.withSpan(serving, "smtp.connection", {
+          attributes: { "smtp.connection": id, "net.peer": remote },
+          captureStackTrace: false
+        })
     )
   }
 
@@ -163,7 +167,10 @@ export const layerConfig = (
       maxConnections: Config.Int("SMTP_MAX_CONNECTIONS").pipe(Config.withDefault(1000)),
       commandTimeout: Config.Duration("SMTP_COMMAND_TIMEOUT").pipe(Config.withDefault(Duration.minutes(5)))
     })
-    const listen = env.listen.split(",").map((s) => s.trim()).filter((s) => s !== "").map(parseListenAddress)
+    const listen = yield* Effect.try({
+      try: () => env.listen.split(",").map((s) => s.trim()).filter((s) => s !== "").map(parseListenAddress),
+      catch: (e) => new TransportError({ reason: "Listen", message: `SMTP_LISTEN: ${(e as Error).message}` })
+    })
     return layer({ ...env, listen: listen.map((endpoint) => ({ endpoint })), ...overrides })
   }))
 

@@ -132,6 +132,8 @@ describe("SmtpError", () => {
   it("validates its fields", () => {
     assert.throws(() => SmtpError.SmtpError.of(250, "unset", "not an error"))
     assert.throws(() => SmtpError.SmtpError.of(600, "unset", "no such code"))
+    // A second digit over 5 is no reply code (RFC 5321 4.2.1): refused here, not when sent.
+    assert.throws(() => SmtpError.SmtpError.of(470, "unset", "not a reply code"))
   })
 
   it("the well-known errors carry the codes of RFC 5321, 3463 and 4954", () => {

@@ -17,6 +17,7 @@ import * as Stream from "effect/Stream"
 import * as SmtpError from "../SmtpError.ts"
 import { type Transport, TransportError } from "../Transport.ts"
 import { type BareLineEndingPolicy, DotDecoder } from "./DotCodec.ts"
+import type { Watchdog } from "./Watchdog.ts"
 
 export class LineTooLong extends Data.TaggedError("LineTooLong")<{ readonly limit: number }> {}
 
@@ -65,6 +66,10 @@ export const bareLineEndingError = SmtpError.SmtpError.of(
 export interface LineReader {
   /** The next line without its line ending (CRLF, or a lone LF). Time limits are the caller's. */
   readonly readLine: Effect.Effect<string, TransportError | LineTooLong>
+  /** The size on the wire of the line `readLine` returned last, line ending included. */
+  readonly lastLineBytes: () => number
+  /** The error the connection itself failed with, if it did (a body stream's consumer may see others). */
+  readonly transportFailure: () => TransportError | undefined
   /** Whether a whole line is already buffered (pipelining: replies are flushed when not). */
   readonly hasBufferedLine: () => boolean
   /** Drops every buffered byte (plaintext pipelined after STARTTLS) and says how many. */
@@ -75,7 +80,16 @@ export interface LineReader {
   readonly chunkBody: (size: number, options: BodyOptions) => Body
 }
 
-export const make = (transport: Transport, options: { readonly maxLineLength: number }): LineReader => {
+export interface LineReaderOptions {
+  readonly maxLineLength: number
+  /**
+   * Body deadlines through the connection's watchdog (one timer per connection) rather than a
+   * timeout per read; `onBodyTimeout` runs when a body's deadline passes.
+   */
+  readonly watchdog?: { readonly watchdog: Watchdog; readonly onBodyTimeout: Effect.Effect<void> } | undefined
+}
+
+export const make = (transport: Transport, options: LineReaderOptions): LineReader => {
   let buf: Uint8Array = EMPTY
   let pos = 0
   const limit = options.maxLineLength
@@ -93,12 +107,22 @@ export const make = (transport: Transport, options: { readonly maxLineLength: nu
     pos = 0
   }
 
-  const closed = new TransportError({ reason: "Closed", message: "connection closed by peer" })
-  const fill: Effect.Effect<void, TransportError> = Effect.flatMap(transport.read, (chunk) => {
-    if (chunk === undefined) return Effect.fail(closed)
-    append(chunk)
-    return Effect.void
+  // The first failure of the connection, kept so that callers can tell it from other errors.
+  let failure: TransportError | undefined
+  const fail = (e: TransportError) => {
+    failure ??= e
+    return Effect.fail(e)
+  }
+  const fill: Effect.Effect<void, TransportError> = Effect.matchEffect(transport.read, {
+    onFailure: fail,
+    onSuccess: (chunk) => {
+      // (built only when it happens: an error captures a stack trace)
+      if (chunk === undefined) return fail(new TransportError({ reason: "Closed", message: "connection closed by peer" }))
+      append(chunk)
+      return Effect.void
+    }
   })
+  let lineBytes = 0
 
   const readLine: Effect.Effect<string, TransportError | LineTooLong> = Effect.suspend(() => {
     const nl = buf.indexOf(LF, pos)
@@ -106,6 +130,7 @@ export const make = (transport: Transport, options: { readonly maxLineLength: nu
     if (nl >= 0 && nl + 1 - pos <= limit) {
       const end = nl > pos && buf[nl - 1] === CR ? nl - 1 : nl
       const line = utf8.decode(buf.subarray(pos, end))
+      lineBytes = nl + 1 - pos
       pos = nl + 1
       return Effect.succeed(line)
     }
@@ -127,24 +152,32 @@ export const make = (transport: Transport, options: { readonly maxLineLength: nu
     const idleMs = Duration.toMillis(Duration.fromInputUnsafe(d.idle))
     const msPerByte = 1000 / d.minBytesPerSecond
     let deadline: number | undefined
+    let lastFillEnd: number | undefined
     return Effect.gen(function*() {
       const now = yield* Clock.currentTimeMillis
       deadline ??= now + idleMs
+      // Time the consumer (the backend) spent between reads is not the peer's to answer for.
+      if (lastFillEnd !== undefined) deadline += now - lastFillEnd
       const remaining = deadline - now
       if (remaining <= 0) {
         return yield* new TransportError({ reason: "Timeout", message: "message body not received in time" })
       }
       const before = buf.length - pos
-      yield* fill.pipe(Effect.timeoutOrElse({
-        duration: Duration.millis(remaining),
-        orElse: () =>
-          Effect.fail(new TransportError({ reason: "Timeout", message: "message body not received in time" }))
-      }))
-      const received = buf.length - pos - before
-      // (received > 0: an empty chunk buys nothing, and 0 * Infinity would make the deadline NaN)
-      if (received > 0) {
-        deadline = Math.min(deadline + received * msPerByte, (yield* Clock.currentTimeMillis) + idleMs)
+      const w = options.watchdog
+      if (w === undefined) {
+        yield* fill.pipe(Effect.timeoutOrElse({
+          duration: Duration.millis(remaining),
+          orElse: () =>
+            Effect.fail(new TransportError({ reason: "Timeout", message: "message body not received in time" }))
+        }))
+      } else {
+        w.watchdog.arm(Duration.millis(remaining), w.onBodyTimeout)
+        yield* Effect.ensuring(fill, Effect.sync(w.watchdog.disarm))
       }
+      const received = buf.length - pos - before
+      lastFillEnd = yield* Clock.currentTimeMillis
+      // (received > 0: an empty chunk buys nothing, and 0 * Infinity would make the deadline NaN)
+      if (received > 0) deadline = Math.min(deadline + received * msPerByte, lastFillEnd + idleMs)
     })
   }
 
@@ -230,5 +263,13 @@ export const make = (transport: Transport, options: { readonly maxLineLength: nu
     )
   }
 
-  return { readLine, hasBufferedLine, discardBuffered, dataBody, chunkBody }
+  return {
+    readLine,
+    lastLineBytes: () => lineBytes,
+    hasBufferedLine,
+    discardBuffered,
+    dataBody,
+    chunkBody,
+    transportFailure: () => failure
+  }
 }

@@ -27,6 +27,7 @@ import * as Sasl from "../Sasl.ts"
 import * as SmtpError from "../SmtpError.ts"
 import { type Transport, TransportError } from "../Transport.ts"
 import * as LineReader from "./LineReader.ts"
+import * as Watchdog from "./Watchdog.ts"
 import * as Metrics from "./ServerMetrics.ts"
 import type { ResolvedConfig } from "./ServerConfig.ts"
 
@@ -71,9 +72,31 @@ export const serve = (transport: Transport, ctx: ConnectionContext): Effect.Effe
     const c = ctx.config
     const lmtp = c.protocol === "lmtp"
     const ext = c.extensions
-    const reader = LineReader.make(transport, {
-      maxLineLength: Math.max(c.maxLineLength, AUTH_LINE_LENGTH)
+    // Every wait on the peer has a deadline, kept by one watchdog per connection. Its verdicts:
+    // a peer too slow to send gets 421 4.4.2; one too slow to read our replies is just closed.
+    const watchdog = yield* Watchdog.make
+    const self = yield* Effect.withFiber((fiber) => Effect.succeed(fiber))
+    // A write the peer does not take: stop the conversation where it is stuck; writing a
+    // farewell to a peer that does not read would only wait again.
+    let writeStuck = false
+    const expireWrite = Effect.sync(() => {
+      writeStuck = true
+      self.interruptUnsafe()
     })
+    const expireRead = Effect.suspend(() => {
+      pending = []
+      return transport.write(reply(421, [4, 4, 2], `${c.domain} Error: timeout exceeded`).toWire()).pipe(
+        Effect.timeout(Duration.seconds(5)),
+        Effect.ignore,
+        Effect.andThen(transport.close)
+      )
+    })
+    const reader = LineReader.make(transport, {
+      maxLineLength: Math.max(c.maxLineLength, AUTH_LINE_LENGTH),
+      watchdog: { watchdog, onBodyTimeout: expireRead }
+    })
+    /** Waiting for a command outside a transaction: shutdown need not wait for it. */
+    let idle = false
 
     // --- connection state ---
     let helo: string | undefined
@@ -109,10 +132,8 @@ export const serve = (transport: Transport, ctx: ConnectionContext): Effect.Effe
       if (pending.length === 0) return Effect.void
       const out = pending.length === 1 ? pending[0]! : pending.join("")
       pending = []
-      return transport.write(out).pipe(Effect.timeoutOrElse({
-        duration: c.writeTimeout,
-        orElse: () => Effect.fail(timeoutError("write timed out"))
-      }))
+      watchdog.arm(c.writeTimeout, expireWrite)
+      return Effect.map(transport.write(out), watchdog.disarm)
     })
 
     /** Queues a reply; negative replies count towards the error limits. */
@@ -137,13 +158,14 @@ export const serve = (transport: Transport, ctx: ConnectionContext): Effect.Effe
 
     /** Runs a session operation: an SmtpError becomes its reply, any other failure 451 (logged). Defects propagate. */
     const call = <A>(op: string, eff: Effect.Effect<A, unknown, Connection>): Effect.Effect<Result.Result<A, Reply>> =>
-      Effect.matchEffect(provide(eff).pipe(Effect.withSpan(`smtp.session.${op}`)), {
+      // Spans without stack traces: capturing one costs more than the rest of a command.
+      Effect.matchEffect(Effect.withSpan(provide(eff), `smtp.session.${op}`, { captureStackTrace: false }), {
         onSuccess: (a) => Effect.succeed(Result.succeed(a)),
         onFailure: (e) =>
           e instanceof SmtpError.SmtpError
             ? Effect.succeed(Result.fail(fromError(e)))
-            : e instanceof TransportError // the client went away mid-body: not the backend's fault
-            ? Effect.logDebug(`${op} ended: ${e.message}`).pipe(Effect.as(Result.fail(fromError(SmtpError.localError))))
+            : e !== undefined && e === reader.transportFailure() // the client went away mid-body: not the backend's fault
+            ? Effect.logDebug(`${op} ended: the connection failed`).pipe(Effect.as(Result.fail(fromError(SmtpError.localError))))
             : Effect.logError(`backend ${op} failed`, Cause.fail(e)).pipe(
               Effect.as(Result.fail(fromError(SmtpError.localError)))
             )
@@ -186,9 +208,10 @@ export const serve = (transport: Transport, ctx: ConnectionContext): Effect.Effe
 
     /** Hands a body to the backend; one reply (SMTP) or one per recipient (LMTP). */
     const deliver = (t: Transaction, body: MessageBody, transfer: "DATA" | "BDAT"): Effect.Effect<ReadonlyArray<Reply>> =>
-      deliverBody(t, body).pipe(Effect.withSpan("smtp.transaction", {
-        attributes: { "smtp.recipients": t.rcpts.length, "smtp.transfer": transfer }
-      }))
+      Effect.withSpan(deliverBody(t, body), "smtp.transaction", {
+        attributes: { "smtp.recipients": t.rcpts.length, "smtp.transfer": transfer },
+        captureStackTrace: false
+      })
 
     const deliverBody = (t: Transaction, body: MessageBody): Effect.Effect<ReadonlyArray<Reply>> => {
       const ok = (rcpt?: AddressT) =>
@@ -222,8 +245,12 @@ export const serve = (transport: Transport, ctx: ConnectionContext): Effect.Effe
         )
         if (violation === undefined && final.some((r) => r.code < 400)) yield* Metric.update(Metrics.messages, 1)
         tx = undefined
-        yield* provide(session.reset)
-        for (const r of final) yield* send(r)
+        // The outcome of a message is not a protocol error: it never counts towards the error
+        // limits (an LMTP message refused for 25 recipients must still get all 25 replies).
+        for (const r of final) pending.push(r.toWire())
+        // The replies are settled before reset runs: whatever reset does cannot change them.
+        const reset = yield* Effect.exit(provide(session.reset))
+        if (Exit.isFailure(reset)) yield* Effect.logError("backend reset failed", reset.cause)
       })
 
     const bodyDeadline: LineReader.BodyDeadline = { idle: c.dataTimeout, minBytesPerSecond: c.minDataRate }
@@ -288,9 +315,12 @@ export const serve = (transport: Transport, ctx: ConnectionContext): Effect.Effe
       if (c.requireAuth && authIdentity === undefined) {
         return fromError(SmtpError.authRequired)
       }
-      const parsed = MailOptions.parseMailParameters(cmd.params, mailEnabled)
+      const parsed = MailOptions.parseMailParameters(cmd.params, { ...mailEnabled, auth: authMechanisms().length > 0 })
       if (Result.isFailure(parsed)) return fromError(parsed.failure)
-      const options = parsed.success
+      // RFC 4954 5: from a client that has not authenticated, AUTH= is taken as AUTH=<>.
+      const options = parsed.success.auth !== undefined && authIdentity === undefined
+        ? { ...parsed.success, auth: null }
+        : parsed.success
       if (cmd.from !== null && !options.smtputf8 && Address.isUtf8(cmd.from)) {
         return reply(553, [5, 6, 7], "Non-ASCII address requires SMTPUTF8")
       }
@@ -425,10 +455,13 @@ export const serve = (transport: Transport, ctx: ConnectionContext): Effect.Effe
     }
 
     /** Reads one SASL response line; "*" cancels. */
-    const readAuthLine = reader.readLine.pipe(Effect.timeoutOrElse({
-      duration: c.commandTimeout,
-      orElse: () => Effect.fail(timeoutError("AUTH response timed out"))
-    }))
+    const readAuthLine = Effect.suspend(() => {
+      watchdog.arm(c.commandTimeout, expireRead)
+      return Effect.map(reader.readLine, (line) => {
+        watchdog.disarm()
+        return line
+      })
+    })
 
     function* auth(cmd: Command.Auth) {
       if (!extended) return reply(503, [5, 5, 1], "Send EHLO first")
@@ -460,9 +493,7 @@ export const serve = (transport: Transport, ctx: ConnectionContext): Effect.Effe
           authIdentity = s.identity
           return reply(235, [2, 7, 0], "Authentication successful")
         }
-        // Written by hand: an empty challenge must be "334 " with its space (RFC 4954 4);
-        // Reply formats it as a bare "334", which msmtp (GNU SASL) rejects as invalid.
-        pending.push(`334 ${Sasl.encodeBase64(s.data)}\r\n`)
+        pending.push(reply(334, undefined, Sasl.encodeBase64(s.data)).toWire())
         yield* flush
         const line = yield* readAuthLine
         if (line.length > AUTH_LINE_LENGTH) return yield* fail(Sasl.tooLong())
@@ -513,14 +544,34 @@ export const serve = (transport: Transport, ctx: ConnectionContext): Effect.Effe
     }
 
     // --- the conversation ---
+    // A whole command line within commandTimeout: the deadline is set once per line, so a peer
+    // dripping a partial line does not extend it.
     const readCommand = Effect.suspend(() => {
-      const read = reader.readLine.pipe(Effect.timeoutOrElse({
-        duration: c.commandTimeout,
-        orElse: () => Effect.fail(timeoutError("command timed out"))
-      }))
-      // Outside a transaction, shutdown does not wait for the peer's next command.
-      return tx === undefined ? Effect.raceFirst(read, Effect.as(ctx.shutdown.await, undefined)) : read
+      watchdog.arm(c.commandTimeout, expireRead)
+      idle = tx === undefined
+      return Effect.map(reader.readLine, (line) => {
+        watchdog.disarm()
+        idle = false
+        return line
+      })
     })
+
+    // Shutdown does not wait for an idle peer's next command (inside a transaction, the loop
+    // answers 421 once the transaction is over).
+    yield* Effect.forkScoped(Effect.andThen(
+      ctx.shutdown.await,
+      Effect.suspend(() =>
+        idle
+          ? Effect.andThen(
+            transport.write(reply(421, [4, 3, 2], `${c.domain} Service shutting down`).toWire()).pipe(
+              Effect.timeout(Duration.seconds(5)),
+              Effect.ignore
+            ),
+            transport.close
+          )
+          : Effect.void
+      )
+    ))
 
     const conversation = Effect.gen(function*() {
       yield* send(reply(220, undefined, `${c.domain} ${c.greeting}`))
@@ -532,8 +583,8 @@ export const serve = (transport: Transport, ctx: ConnectionContext): Effect.Effe
           return yield* Effect.fail(new Close(reply(421, [4, 3, 2], `${c.domain} Service shutting down`)))
         }
         const line = yield* readCommand
-        if (line === undefined) continue // shutdown: answered at the top of the loop
-        if (wireLength(line, c.maxLineLength) > c.maxLineLength && !/^auth /i.test(line)) {
+        // Lines up to 12288 bytes are read (AUTH's limit, RFC 4954 4); others are held to ours.
+        if (reader.lastLineBytes() > c.maxLineLength && !/^auth /i.test(line)) {
           return yield* Effect.fail(new Close(reply(500, [5, 5, 2], "Line too long")))
         }
         const parsed = Command.parse(line, { utf8: ext.smtputf8 })
@@ -542,7 +593,7 @@ export const serve = (transport: Transport, ctx: ConnectionContext): Effect.Effe
         if (Result.isFailure(parsed)) {
           r = fromError(parsed.failure)
           // A refused "BDAT 10 FOO" is still followed by its 10 bytes: read them, never parse them.
-          const announced = /^bdat +(\d{1,15})(?: |$)/i.exec(line)
+          const announced = /^bdat[ \t]+(\d{1,15})(?:[ \t]|$)/i.exec(line)
           if (announced !== null) {
             yield* reader.chunkBody(Number(announced[1]), { deadline: bodyDeadline, maxBytes: Number.POSITIVE_INFINITY })
               .drain
@@ -591,7 +642,9 @@ export const serve = (transport: Transport, ctx: ConnectionContext): Effect.Effe
             ? closeWith(reply(421, [4, 4, 2], `${c.domain} Error: timeout exceeded`))
             : Effect.logDebug(`connection ended: ${e.message}`)
       }),
-      Effect.onInterrupt(() => closeWith(reply(421, [4, 3, 2], `${c.domain} Service shutting down`))),
+      Effect.onInterrupt(() =>
+        writeStuck ? Effect.void : closeWith(reply(421, [4, 3, 2], `${c.domain} Service shutting down`))
+      ),
       Effect.catchDefect((defect) =>
         Effect.andThen(
           Effect.logError("connection failed with a defect", Cause.die(defect)),
@@ -604,19 +657,4 @@ export const serve = (transport: Transport, ctx: ConnectionContext): Effect.Effe
 
 const constant = function*(r: Reply | undefined): Generator<never, Reply | undefined, unknown> {
   return r
-}
-
-/**
- * A command line's length in bytes with its CRLF: the limit is in bytes, and a UTF-8 line has
- * up to 3 per UTF-16 unit. Lines too short to reach `limit` either way are not scanned.
- */
-const wireLength = (line: string, limit: number): number => {
-  let n = line.length + 2
-  if (n > limit || line.length * 3 + 2 <= limit) return n
-  for (let i = 0; i < line.length; i++) {
-    const c = line.charCodeAt(i)
-    // 2 bytes below U+0800, 3 above; a surrogate pair (2 units) is 4.
-    if (c >= 0x80) n += c < 0x800 || (c >= 0xd800 && c <= 0xdfff) ? 1 : 2
-  }
-  return n
 }

@@ -69,10 +69,9 @@ export const deliver = <E>(dir: string, body: Stream.Stream<Uint8Array, E>): Eff
           return bytes
         }),
       (handle) => Effect.promise(() => handle.close())
-    ).pipe(Effect.tapError(() => Effect.promise(() => fs.rm(tmp, { force: true }))))
-    yield* attempt(`cannot move ${tmp} to new/`, () => fs.rename(tmp, final)).pipe(
-      Effect.tapError(() => Effect.promise(() => fs.rm(tmp, { force: true })))
-    )
+    ).pipe(Effect.tap(attempt(`cannot move ${tmp} to new/`, () => fs.rename(tmp, final))))
+      // Failed, refused or interrupted (shutdown): no half-written file is left in tmp/.
+      .pipe(Effect.onExit((exit) => exit._tag === "Success" ? Effect.void : Effect.promise(() => fs.rm(tmp, { force: true }))))
     yield* fsyncDir(path.join(dir, "new"))
     return { id, path: final, bytes: written }
   })

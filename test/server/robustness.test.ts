@@ -10,6 +10,7 @@ import * as Stream from "effect/Stream"
 import type * as Tracer from "effect/Tracer"
 import * as net from "node:net"
 import * as Sasl from "../../src/Sasl.ts"
+import { SmtpError } from "../../src/SmtpError.ts"
 import * as Metrics from "../../src/internal/ServerMetrics.ts"
 import { testCerts } from "../support/certs.ts"
 import { makeBackend } from "../support/backend.ts"
@@ -39,6 +40,71 @@ describe.each<Net>(["memory", "tcp"])("robustness over %s", (network) => {
       yield* dialog(p, "DATA")
       yield* p.write("Subject: x\r\n\r\nbody\r\n.\r\n")
       assert.deepStrictEqual(yield* replies(p, 2), ["250 2.0.0", "451 4.3.0"])
+    }))
+
+  it.live("LMTP: refusals after the body are outcomes, not protocol errors — every recipient gets its reply", () =>
+    Effect.gen(function*() {
+      const { layer } = makeBackend({
+        lmtpData: (body, recipients) =>
+          Effect.as(Stream.runDrain(body), recipients.map((_, i) => i < 21 ? SmtpError.of(452, [4, 2, 2], "Mailbox full") : undefined))
+      })
+      const s = yield* start({ net: network, backend: layer, protocol: "lmtp" })
+      const p = yield* s.open()
+      const rcpts = Array.from({ length: 25 }, (_, i) => `user${i}@example.com`)
+      yield* envelope(p, rcpts, "LHLO client.example")
+      yield* dialog(p, "DATA")
+      yield* p.write("Subject: x\r\n\r\nbody\r\n.\r\n")
+      const got = yield* replies(p, 25)
+      assert.deepStrictEqual(got, [...Array(21).fill("452 4.2.2"), ...Array(4).fill("250 2.0.0")])
+      assert.strictEqual(show(yield* p.command("NOOP")), "250 2.0.0")
+    }))
+
+  it.live("AUTH= from a client that has not authenticated reaches the backend as AUTH=<>", () =>
+    Effect.gen(function*() {
+      const auth = Sasl.serverMechanisms({ password: Sasl.passwordVerifier(() => Effect.succeed(undefined)) })
+      const { layer, rec } = makeBackend({ auth })
+      const s = yield* start({ net: network, backend: layer, allowInsecureAuth: true })
+      const p = yield* s.open()
+      yield* p.command("EHLO c")
+      assert.strictEqual(show(yield* p.command("MAIL FROM:<a@example.com> AUTH=ceo@example.com")), "250 2.1.0")
+      assert.strictEqual(rec.mailOptions[0]!.auth, null)
+    }))
+
+  it.live("a BDAT whose arguments are separated by a tab still has its bytes read", () =>
+    Effect.gen(function*() {
+      const { layer } = makeBackend()
+      const s = yield* start({ net: network, backend: layer })
+      const p = yield* s.open()
+      yield* envelope(p)
+      yield* p.write("BDAT\t6 X\r\nNOOP\r\nRSET\r\n")
+      assert.deepStrictEqual(yield* replies(p, 2), ["501 5.5.4", "250 2.0.0"])
+      // 250s for EHLO, MAIL, RCPT and RSET: the 6 bytes "NOOP\r\n" were payload, not a command.
+      assert.strictEqual(s.tap.writes.join("").match(/^250 /gm)?.length ?? 0, 4)
+    }))
+
+  it.live("the line limit counts bytes on the wire, also for invalid UTF-8", () =>
+    Effect.gen(function*() {
+      const { layer } = makeBackend()
+      const s = yield* start({ net: network, backend: layer, maxLineLength: 512 })
+      const p = yield* s.open()
+      yield* p.write(new Uint8Array([...Buffer.from("NOOP "), ...new Uint8Array(200).fill(0xff), 13, 10]))
+      assert.strictEqual(show(yield* p.reply), "250 2.0.0")
+    }))
+
+  it.live("time the backend takes between reads of the body is not charged to the client", () =>
+    Effect.gen(function*() {
+      const { layer, rec } = makeBackend({
+        data: (body) =>
+          body.pipe(Stream.runForEach(() => Effect.sleep("150 millis")), Effect.tap(() => Effect.sync(() => void rec.events.push("stored"))))
+      })
+      const s = yield* start({ net: network, backend: layer, dataTimeout: "500 millis" })
+      const p = yield* s.open()
+      yield* envelope(p)
+      yield* dialog(p, "DATA")
+      for (let i = 0; i < 5; i++) yield* p.write(`line ${i}\r\n`)
+      yield* p.write(".\r\n")
+      assert.strictEqual(show(yield* p.reply), "250 2.0.0")
+      assert.include(rec.events, "stored")
     }))
 
   it.live("VRFY answers 252 2.5.0 by default, and a configured reply with its own code", () =>
