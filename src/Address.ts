@@ -64,6 +64,9 @@ const scanNonAscii = (c: Cursor): boolean => {
     c.i += 2
   } else if (code >= 0xdc00 && code <= 0xdfff) {
     return fail(c, "invalid Unicode")
+  } else if (code === 0xfffd || code < 0xa0) {
+    // U+FFFD is what invalid UTF-8 on the wire decodes to; C1 controls are never address text.
+    return fail(c, "invalid UTF-8")
   } else {
     c.i++
   }

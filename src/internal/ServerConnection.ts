@@ -84,8 +84,10 @@ export const serve = (transport: Transport, ctx: ConnectionContext): Effect.Effe
       self.interruptUnsafe()
     })
     const expireRead = Effect.suspend(() => {
+      // Replies still queued go first: one may acknowledge a message the backend has stored.
+      const out = pending.join("") + reply(421, [4, 4, 2], `${c.domain} Error: timeout exceeded`).toWire()
       pending = []
-      return transport.write(reply(421, [4, 4, 2], `${c.domain} Error: timeout exceeded`).toWire()).pipe(
+      return transport.write(out).pipe(
         Effect.timeout(Duration.seconds(5)),
         Effect.ignore,
         Effect.andThen(transport.close)

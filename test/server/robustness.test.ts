@@ -82,6 +82,29 @@ describe.each<Net>(["memory", "tcp"])("robustness over %s", (network) => {
       assert.strictEqual(s.tap.writes.join("").match(/^250 /gm)?.length ?? 0, 4)
     }))
 
+  it.live("a read timeout still delivers the replies queued before it (an acknowledged message)", () =>
+    Effect.gen(function*() {
+      const { layer, rec } = makeBackend()
+      const s = yield* start({ net: network, backend: layer, commandTimeout: "300 millis", dataTimeout: "300 millis" })
+      const p = yield* s.open()
+      // The empty message is stored; the next BDAT's byte never comes.
+      yield* p.write("EHLO c.example\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nBDAT 0 LAST\r\nBDAT 1\r\n")
+      assert.deepStrictEqual(yield* replies(p, 5), ["250", "250 2.1.0", "250 2.1.5", "250 2.0.0", "421 4.4.2"])
+      assert.strictEqual(rec.messages.length, 1)
+    }))
+
+  it.live("under SMTPUTF8, an address with invalid UTF-8 is refused, not mangled", () =>
+    Effect.gen(function*() {
+      const { layer, rec } = makeBackend()
+      const s = yield* start({ net: network, backend: layer, extensions: { smtputf8: true } })
+      const p = yield* s.open()
+      yield* p.command("EHLO c")
+      yield* p.write(new Uint8Array([...Buffer.from("MAIL FROM:<"), 0xff, ...Buffer.from("@b.example> SMTPUTF8\r\n")]))
+      const r = yield* p.reply
+      assert.isAtLeast(r.code, 500)
+      assert.deepStrictEqual(rec.mailOptions, [])
+    }))
+
   it.live("the line limit counts bytes on the wire, also for invalid UTF-8", () =>
     Effect.gen(function*() {
       const { layer } = makeBackend()
