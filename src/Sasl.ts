@@ -880,6 +880,9 @@ export const scramSha256Server = (
 ): ServerMechanism => {
   // Keyed per mechanism instance: fake salts are stable but unpredictable.
   const fakeSaltKey = Bytes.randomBytes(32)
+  // Fake credentials use the iteration count real ones were last seen with, so `i=` does not
+  // tell an unknown user from a known one.
+  let typicalIterations = 4096
   const compare = options?.compare ?? constantTimeEqual
   const authorize = options?.authorize ?? authorizeSelf
   const makeNonce = options?.nonce ?? randomNonce
@@ -889,7 +892,7 @@ export const scramSha256Server = (
       Effect.mapError(cryptoFailure(SCRAM)),
       Effect.map((h): ScramCredential => ({
         salt: h.subarray(0, 16),
-        iterations: 4096,
+        iterations: typicalIterations,
         storedKey: Bytes.randomBytes(32),
         serverKey: Bytes.randomBytes(32)
       }))
@@ -941,6 +944,7 @@ export const scramSha256Server = (
         if (stored !== undefined && !validCredential(stored)) {
           return yield* fail("TemporaryFailure", "stored SCRAM credential is invalid", SCRAM)
         }
+        if (stored !== undefined) typicalIterations = stored.iterations
         const credential = stored ?? (yield* fakeCredential(username))
         const serverNonce = yield* makeNonce
         if (!scramNonce.test(serverNonce)) return yield* fail("TemporaryFailure", "invalid server nonce", SCRAM)

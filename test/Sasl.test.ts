@@ -385,6 +385,18 @@ describe("SCRAM-SHA-256 (RFC 7677, RFC 5802)", () => {
       assert.strictEqual(c.reason, "AuthenticationFailed")
     }))
 
+  it.effect("unknown users get the iteration count real users have, so i= does not reveal them", () =>
+    Effect.gen(function*() {
+      const real = yield* Sasl.deriveScramCredential("pw", { iterations: 10_000 })
+      const mech = Sasl.scramSha256Server((user) => Effect.succeed(user === "alice" ? real : undefined))
+      const iterations = (user: string) =>
+        mech.make(plaintext).start(enc(`n,,n=${user},r=abc`)).pipe(
+          Effect.map((s) => /,i=(\d+)$/.exec(dec(challengeOf(s)))![1])
+        )
+      assert.strictEqual(yield* iterations("alice"), "10000")
+      assert.strictEqual(yield* iterations("nobody"), "10000")
+    }))
+
   it.effect("the client refuses a wrong server signature and a success before it", () =>
     Effect.gen(function*() {
       const c = yield* rfcClient().client
