@@ -124,7 +124,8 @@ export const make = (options: MailerOptions): Effect.Effect<Mailer["Service"], n
         schedule: retry?.schedule ?? defaultRetrySchedule,
         while: retry?.while ?? isTemporary
       }))
-      return retried.pipe(Effect.withSpan("Mailer.send"))
+      // Data-first: in effect 4.1 the pipeable form still captures a stack trace per call.
+      return Effect.withSpan(retried, "Mailer.send", { captureStackTrace: false })
     }
 
     return Mailer.of({ send, stats: pool.stats })

@@ -233,6 +233,9 @@ type Resume<A> = (effect: Effect.Effect<A, TransportError>) => void
 
 const makeConn = (socket: net.Socket, role: "server" | "client", options: MakeOptions): Transport => {
   const raw = socket
+  // Replies and commands are batched into one write already: Nagle's algorithm would only
+  // hold the last segment of a batch back (a no-op on Unix sockets).
+  raw.setNoDelay(true)
   const closeTimeoutMillis = options.closeTimeout === undefined ? 2000 : Duration.toMillis(options.closeTimeout)
   // `current` is the socket bytes are read from and written to: `raw`, then the TLSSocket.
   // It is undefined while a handshake runs and after one failed: no byte read before an
@@ -242,6 +245,8 @@ const makeConn = (socket: net.Socket, role: "server" | "client", options: MakeOp
   let tlsState: TlsState | undefined
   let waiter: Resume<Uint8Array | undefined> | undefined
   let failure: TransportError | undefined
+  // The socket closed: a failure too, built (with its stack trace) only when something fails with it.
+  let peerClosed = false
   let eof = false
   let closing = false
   let closed = false // the socket holding the file descriptor has emitted 'close'
@@ -251,21 +256,24 @@ const makeConn = (socket: net.Socket, role: "server" | "client", options: MakeOp
   const localEndpoint = options.localEndpoint ?? (unix ? undefined : tcpEndpoint(raw.localAddress, raw.localPort))
   const remoteEndpoint = options.remoteEndpoint ?? (unix ? undefined : tcpEndpoint(raw.remoteAddress, raw.remotePort))
 
+  const currentFailure = (): TransportError | undefined => {
+    if (failure === undefined && peerClosed) failure = closedByPeer()
+    return failure
+  }
+
   const wake = () => {
     if (waiter === undefined) return
     let result: Effect.Effect<Uint8Array | undefined, TransportError> | undefined
     if (closing) result = Effect.fail(closedLocally())
-    else if (current === undefined) result = failure !== undefined ? Effect.fail(failure) : undefined
     else {
       // In paused mode read() returns everything Node has buffered, or null.
-      const chunk = current.read() as Buffer | null
-      result = chunk !== null
-        ? Effect.succeed(chunk)
-        : eof
-        ? Effect.succeed(undefined)
-        : failure !== undefined
-        ? Effect.fail(failure)
-        : undefined
+      const chunk = current === undefined ? null : current.read() as Buffer | null
+      if (chunk !== null) result = Effect.succeed(chunk)
+      else if (eof && current !== undefined) result = Effect.succeed(undefined)
+      else {
+        const f = currentFailure()
+        if (f !== undefined) result = Effect.fail(f)
+      }
     }
     if (result === undefined) return
     const resume = waiter
@@ -278,11 +286,11 @@ const makeConn = (socket: net.Socket, role: "server" | "client", options: MakeOp
     wake()
   }
   const onError = (cause: unknown) => {
-    failure ??= socketError(cause, "Read")
+    if (failure === undefined && !peerClosed) failure = socketError(cause, "Read")
     wake()
   }
   const onClose = () => {
-    failure ??= closedByPeer()
+    peerClosed = true
     wake()
   }
   let readableAttached = false
@@ -335,7 +343,7 @@ const makeConn = (socket: net.Socket, role: "server" | "client", options: MakeOp
       // 'error' is always followed by 'close'; onError has recorded the cause by then.
       const onDrainClose = () => {
         cleanup()
-        resume(Effect.fail(closing ? closedLocally() : failure ?? closedByPeer()))
+        resume(Effect.fail(closing ? closedLocally() : currentFailure() ?? closedByPeer()))
       }
       s.on("drain", onDrain).on("close", onDrainClose)
       return Effect.sync(cleanup)
@@ -346,9 +354,10 @@ const makeConn = (socket: net.Socket, role: "server" | "client", options: MakeOp
       if (closing) return Effect.fail(closedLocally())
       const s = current
       if (s === undefined) {
-        return Effect.fail(failure ?? tlsError("cannot write while the TLS handshake is running"))
+        return Effect.fail(currentFailure() ?? tlsError("cannot write while the TLS handshake is running"))
       }
-      if (failure !== undefined) return Effect.fail(failure)
+      const f = currentFailure()
+      if (f !== undefined) return Effect.fail(f)
       if (s.destroyed || s.writableEnded) return Effect.fail(closedByPeer())
       return s.write(data) ? Effect.void : awaitDrain(s)
     })
@@ -372,8 +381,8 @@ const makeConn = (socket: net.Socket, role: "server" | "client", options: MakeOp
       if (closing) return resume(Effect.fail(closedLocally()))
       if (secure !== undefined) return resume(Effect.fail(tlsError("the connection is already encrypted")))
       if (upgrade.role !== role) return resume(Effect.fail(tlsError(`this is the ${role} side of the connection`)))
-      if (current === undefined) return resume(Effect.fail(failure ?? tlsError("a TLS handshake is already running")))
-      if (failure !== undefined || eof || raw.destroyed) return resume(Effect.fail(failure ?? closedByPeer()))
+      if (current === undefined) return resume(Effect.fail(currentFailure() ?? tlsError("a TLS handshake is already running")))
+      if (currentFailure() !== undefined || eof || raw.destroyed) return resume(Effect.fail(currentFailure() ?? closedByPeer()))
       detach(raw)
       current = undefined // Node feeds what it buffered on `raw` to the TLS engine, never to us
       if (upgrade.role === "server") {

@@ -10,9 +10,13 @@ import * as Pull from "effect/Pull"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import type { TransportError } from "../Transport.ts"
-import { DotEncoder } from "./DotCodec.ts"
+import { DotEncoder, wordsOf, wordStartOf } from "./DotCodec.ts"
 
-/** A message: text (sent as UTF-8), bytes, or a stream of bytes. */
+/**
+ * A message: text (sent as UTF-8), bytes, or a stream of bytes. Bytes that need no change
+ * go to the socket as they are, not copied (DATA and BDAT alike): a stream must not reuse a
+ * buffer it has emitted.
+ */
 export type Body<E = never, R = never> = string | Uint8Array | Stream.Stream<Uint8Array, E, R>
 
 const encoder = new TextEncoder()
@@ -26,29 +30,89 @@ export const toStream = <E, R>(body: Body<E, R>): Stream.Stream<Uint8Array, E, R
 export const bytesOf = <E, R>(body: Body<E, R>): Uint8Array | undefined =>
   typeof body === "string" ? encoder.encode(body) : body instanceof Uint8Array ? body : undefined
 
+/** What `send` learns from a body in memory, in one pass: its SIZE and whether it is 8-bit. */
+export interface BodyFacts {
+  /** The size once lone CR and LF are CRLF (and, for DATA, a final CRLF is added): see `normalizedSize`. */
+  readonly size: number
+  /** Some byte has the high bit set. */
+  readonly eightBit: boolean
+}
+
+/**
+ * `normalizedSize` and `hasEightBit` in one pass. Four bytes at a time: only a word with a
+ * byte below 14 (CR, LF, and a few other controls) or above 127 is looked at byte by byte.
+ */
+export const inspect = (bytes: Uint8Array, options: { readonly finalCrlf: boolean }): BodyFacts => {
+  const len = bytes.length
+  let n = len
+  let eightBit = false
+  const wordStart = wordStartOf(bytes)
+  const words = wordsOf(bytes, wordStart)
+  let i = 0
+  const head = words === undefined ? len : wordStart
+  for (; i < head; i++) {
+    const b = bytes[i]!
+    if (b >= 0x80) eightBit = true
+    else if ((b === LF && (i === 0 || bytes[i - 1] !== CR)) || (b === CR && bytes[i + 1] !== LF)) n++
+  }
+  if (words !== undefined) {
+    const kn = words.length
+    for (let k = 0; k < kn; k++) {
+      const w = words[k]!
+      // Once an 8-bit byte was seen, only CR and LF matter.
+      if (((((w - 0x0e0e0e0e) & ~w) | (eightBit ? 0 : w)) & 0x80808080) === 0) continue
+      const at = wordStart + (k << 2)
+      for (let j = at; j < at + 4; j++) {
+        const b = bytes[j]!
+        if (b >= 0x80) eightBit = true
+        else if ((b === LF && (j === 0 || bytes[j - 1] !== CR)) || (b === CR && bytes[j + 1] !== LF)) n++
+      }
+    }
+    for (i = wordStart + (kn << 2); i < len; i++) {
+      const b = bytes[i]!
+      if (b >= 0x80) eightBit = true
+      else if ((b === LF && (i === 0 || bytes[i - 1] !== CR)) || (b === CR && bytes[i + 1] !== LF)) n++
+    }
+  }
+  const last = bytes[len - 1]
+  if (options.finalCrlf && len > 0 && last !== LF && last !== CR) n += 2
+  return { size: n, eightBit }
+}
+
 /**
  * The size of `bytes` once lone CR and LF are CRLF (and, for DATA, a final CRLF is added):
  * what the server will count for SIZE (RFC 1870 4).
  */
-export const normalizedSize = (bytes: Uint8Array, options: { readonly finalCrlf: boolean }): number => {
-  let n = bytes.length
-  for (let i = 0; i < bytes.length; i++) {
-    const b = bytes[i]!
-    if ((b === LF && (i === 0 || bytes[i - 1] !== CR)) || (b === CR && bytes[i + 1] !== LF)) n++
-  }
-  const last = bytes[bytes.length - 1]
-  if (options.finalCrlf && bytes.length > 0 && last !== LF && last !== CR) n += 2
-  return n
-}
+export const normalizedSize = (bytes: Uint8Array, options: { readonly finalCrlf: boolean }): number =>
+  inspect(bytes, options).size
 
 /** Whether any byte has the high bit set. */
 export const hasEightBit = (bytes: Uint8Array): boolean => {
-  for (let i = 0; i < bytes.length; i++) if (bytes[i]! >= 0x80) return true
+  const len = bytes.length
+  const wordStart = wordStartOf(bytes)
+  const words = wordsOf(bytes, wordStart)
+  if (words === undefined) {
+    for (let i = 0; i < len; i++) if (bytes[i]! >= 0x80) return true
+    return false
+  }
+  for (let i = 0; i < wordStart; i++) if (bytes[i]! >= 0x80) return true
+  const kn = words.length
+  let any = 0
+  for (let k = 0; k < kn; k++) {
+    any |= words[k]!
+    // Look now and then, so that an early 8-bit byte ends the scan early.
+    if ((k & 255) === 255 && (any & 0x80808080) !== 0) return true
+  }
+  if ((any & 0x80808080) !== 0) return true
+  for (let i = wordStart + (kn << 2); i < len; i++) if (bytes[i]! >= 0x80) return true
   return false
 }
 
 /** Writes are batched up to this many bytes: one write for a small message. */
 const WRITE_BATCH = 64 * 1024
+
+/** Larger pieces of a body are encoded this much at a time, so that a copy never holds a whole large body. */
+const ENCODE_WINDOW = 256 * 1024
 
 const concat = (parts: ReadonlyArray<Uint8Array>, size: number): Uint8Array => {
   if (parts.length === 1) return parts[0]!
@@ -66,6 +130,9 @@ type Write = (bytes: Uint8Array, timeout: Duration.Duration) => Effect.Effect<vo
 /**
  * Sends a DATA body after the 354: lone CR and LF become CRLF, a leading dot is doubled,
  * and CRLF "." CRLF ends it, so nothing in the content can end the message early.
+ *
+ * Text already in that form goes out as it is, without a copy (the encoder returns its
+ * input); a large piece is encoded and written a window at a time.
  */
 export const writeDataBody = <E, R>(
   body: Body<E, R>,
@@ -87,11 +154,29 @@ export const writeDataBody = <E, R>(
       parts.push(bytes)
       size += bytes.length
     }
+    // Encodes the pieces of one pull, writing whenever a batch is full.
+    const feed = (chunks: ReadonlyArray<Uint8Array>): Effect.Effect<void, TransportError> => {
+      let k = 0
+      let at = 0 // how much of chunks[k] was encoded
+      const loop: Effect.Effect<void, TransportError> = Effect.suspend(() => {
+        while (k < chunks.length) {
+          const c = chunks[k]!
+          const end = Math.min(c.length, at + ENCODE_WINDOW)
+          add(dots.encode(at === 0 && end === c.length ? c : c.subarray(at, end)))
+          if (end === c.length) {
+            k++
+            at = 0
+          } else {
+            at = end
+          }
+          if (size >= WRITE_BATCH) return Effect.andThen(flush, loop)
+        }
+        return Effect.void
+      })
+      return loop
+    }
     return toStream(body).pipe(
-      Stream.runForEachArray((chunks) => {
-        for (const c of chunks) add(dots.encode(c))
-        return size >= WRITE_BATCH ? flush : Effect.void
-      }),
+      Stream.runForEachArray(feed),
       Effect.andThen(Effect.suspend(() => {
         add(dots.end())
         return flush

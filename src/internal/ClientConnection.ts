@@ -206,7 +206,7 @@ export const make = (
   config: ResolvedClientConfig
 ): Effect.Effect<PooledClient, ClientError, Scope.Scope> =>
   Effect.gen(function*() {
-    const wire = Wire.make(transport, { logTraffic: config.logTraffic })
+    const wire = yield* Wire.make(transport, { logTraffic: config.logTraffic })
     const t = config.timeouts
     const lock = yield* Semaphore.make(1)
     let localName = config.localName
@@ -572,16 +572,24 @@ export const make = (
         const recipients = recipientsOf(message.to)
         if (recipients.length === 0) return yield* invalidArgument("a message needs at least one recipient")
         const bytes = ClientBody.bytesOf(message.body)
+        // A string body is encoded once, here.
+        const body: ClientBody.Body<E, R> = bytes ?? message.body
         const options: { -readonly [K in keyof MailOptions.MailOptions]: MailOptions.MailOptions[K] } = {
           ...message.mailOptions
         }
         const binary = options.body === "BINARYMIME"
         const bdat = message.transfer === "bdat" || binary
-        if (options.size === undefined && bytes !== undefined) {
-          options.size = binary ? bytes.length : ClientBody.normalizedSize(bytes, { finalCrlf: !bdat })
-        }
-        if (options.body === undefined && bytes !== undefined && extensions.has("8BITMIME") && ClientBody.hasEightBit(bytes)) {
-          options.body = "8BITMIME"
+        if (bytes !== undefined) {
+          // One pass over the body for both, when both are needed.
+          const eightBitMime = options.body === undefined && extensions.has("8BITMIME")
+          if (options.size === undefined && !binary) {
+            const facts = ClientBody.inspect(bytes, { finalCrlf: !bdat })
+            options.size = facts.size
+            if (eightBitMime && facts.eightBit) options.body = "8BITMIME"
+          } else {
+            if (options.size === undefined) options.size = bytes.length
+            if (eightBitMime && ClientBody.hasEightBit(bytes)) options.body = "8BITMIME"
+          }
         }
         if (recipients.some((r) => Address.isUtf8(r.address))) options.smtputf8 = true
         // Every line is built and checked before the first byte is sent.
@@ -594,7 +602,7 @@ export const make = (
         if (m.binary && transfer === "data") return yield* invalidArgument("BODY=BINARYMIME needs BDAT")
         tx = undefined
         const next = transfer === "bdat" || m.binary
-          ? yield* chunkerFor(message.body, message.chunkSize, m.binary)
+          ? yield* chunkerFor(body, message.chunkSize, m.binary)
           : undefined
         const envelope = m.line + rcpts.map((c) => c.line).join("")
 
@@ -616,7 +624,7 @@ export const make = (
             return yield* SmtpError.fromReply(d)
           }
           yield* expect(d, (code) => code === 354, "DATA")
-          return yield* result(e, yield* dataBody(message.body, count))
+          return yield* result(e, yield* dataBody(body, count))
         }
 
         // PIPELINING (RFC 2920): MAIL, every RCPT and DATA (or the first BDAT chunk) in one write.
@@ -645,7 +653,7 @@ export const make = (
             return yield* SmtpError.fromReply(d)
           }
           yield* expect(d, (code) => code === 354, "DATA")
-          return yield* result(e, yield* dataBody(message.body, count))
+          return yield* result(e, yield* dataBody(body, count))
         }
 
         const b = yield* reply(first.last ? t.dataTermination : t.dataBlock, "BDAT")

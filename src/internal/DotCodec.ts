@@ -16,6 +16,62 @@ const LF = 10
 const DOT = 46
 const CRLF: Uint8Array = Uint8Array.of(CR, LF)
 const CR_ONLY: Uint8Array = Uint8Array.of(CR)
+const EMPTY: Uint8Array = new Uint8Array(0)
+
+/**
+ * Scanning four bytes at a time. `words` views the whole 32-bit words of an input, the first
+ * at index `wordStart` (the first 4-byte aligned position of its buffer). A word holds a byte
+ * below 14 exactly when `(w - 0x0e0e0e0e) & ~w & 0x80808080` is not zero: only such a word
+ * can hold a CR or LF, and only its four bytes are looked at one by one.
+ */
+export const wordStartOf = (input: Uint8Array): number => Math.min((4 - (input.byteOffset & 3)) & 3, input.length)
+
+/** Inputs shorter than this are scanned a byte at a time. */
+const MIN_WORDS_INPUT = 32
+
+export const wordsOf = (input: Uint8Array, wordStart: number): Int32Array | undefined =>
+  input.length < MIN_WORDS_INPUT
+    ? undefined
+    : new Int32Array(input.buffer, input.byteOffset + wordStart, (input.length - wordStart) >> 2)
+
+/** The first CR or LF of `input` at or after `from`, or `input.length`. */
+export const nextLineBreak = (input: Uint8Array, words: Int32Array | undefined, wordStart: number, from: number): number => {
+  const len = input.length
+  let i = from
+  // Short lines and empty ones end within a few bytes: look at those first.
+  const near = Math.min(len, from + 8)
+  for (; i < near; i++) {
+    const b = input[i]!
+    if (b === CR || b === LF) return i
+  }
+  if (words !== undefined) {
+    const kn = words.length
+    let k = i <= wordStart ? 0 : (i - wordStart + 3) >> 2
+    if (k < kn) {
+      const head = wordStart + (k << 2)
+      for (; i < head; i++) {
+        const b = input[i]!
+        if (b === CR || b === LF) return i
+      }
+      for (; k < kn; k++) {
+        const w = words[k]!
+        if (((w - 0x0e0e0e0e) & ~w & 0x80808080) !== 0) {
+          const at = wordStart + (k << 2)
+          for (let j = at; j < at + 4; j++) {
+            const b = input[j]!
+            if (b === CR || b === LF) return j
+          }
+        }
+      }
+      i = wordStart + (kn << 2)
+    }
+  }
+  for (; i < len; i++) {
+    const b = input[i]!
+    if (b === CR || b === LF) return i
+  }
+  return len
+}
 
 // Decoder states. A line start is only ever a position after a real CRLF.
 const LINE_START = 0
@@ -47,44 +103,50 @@ export class DotDecoder {
 
   decode(input: Uint8Array, start = 0): DecodeResult {
     const out: Array<Uint8Array> = []
+    const len = input.length
+    const normalize = this.policy === "normalize"
+    let state = this.state
     let run = start // start of the bytes copied through unchanged
-    const flush = (end: number) => {
-      if (end > run) out.push(input.subarray(run, end))
-    }
-    // A bare line ending at [at, at + len): keep, or replace with CRLF.
-    const bare = (at: number, len: number) => {
-      this.bareLineEndings++
-      if (this.policy === "normalize") {
-        flush(at)
-        out.push(CRLF)
-        run = at + len
-      }
-    }
-    // The held CR turned out to be bare: it is at `i - 1`, or in an earlier chunk.
-    const bareHeldCr = (i: number) => {
-      if (this.crFromEarlierChunk) {
-        this.crFromEarlierChunk = false
-        this.bareLineEndings++
-        out.push(this.policy === "normalize" ? CRLF : CR_ONLY)
-      } else {
-        bare(i - 1, 1)
-      }
-    }
+    let i = start
+    const wordStart = wordStartOf(input)
+    const words = wordsOf(input, wordStart)
 
-    for (let i = start; i < input.length; i++) {
+    while (i < len) {
+      if (state === MIDDLE) {
+        // Inside a line only CR and LF matter: jump to the next one.
+        const p = nextLineBreak(input, words, wordStart, i)
+        if (p === len) break // the rest of the chunk is line content
+        if (input[p] === CR) {
+          state = AFTER_CR
+          i = p + 1
+          continue
+        }
+        // A bare LF: keep it, or replace it with CRLF.
+        this.bareLineEndings++
+        if (normalize) {
+          if (p > run) out.push(input.subarray(run, p))
+          out.push(CRLF)
+          run = p + 1
+        }
+        i = p + 1
+        continue
+      }
+
       const b = input[i]!
-      switch (this.state) {
+      switch (state) {
         case LINE_START:
           if (b === DOT) {
-            flush(i) // the leading dot is dropped: stuffing or terminator
+            if (i > run) out.push(input.subarray(run, i)) // the leading dot is dropped: stuffing or terminator
             run = i + 1
-            this.state = AFTER_DOT
+            state = AFTER_DOT
+            i++
             continue
           }
           break
         case AFTER_DOT:
           if (b === CR) {
-            this.state = AFTER_DOT_CR
+            state = AFTER_DOT_CR
+            i++
             continue
           }
           break
@@ -94,7 +156,7 @@ export class DotDecoder {
             this.crFromEarlierChunk = false
             return { out, consumed: i + 1 - start, done: true }
           }
-          bareHeldCr(i)
+          run = this.bareHeldCr(out, input, run, i)
           break
         case AFTER_CR:
           if (b === LF) {
@@ -102,33 +164,52 @@ export class DotDecoder {
               this.crFromEarlierChunk = false
               out.push(CR_ONLY)
             }
-            this.state = LINE_START
+            state = LINE_START
+            i++
             continue
           }
-          bareHeldCr(i)
+          run = this.bareHeldCr(out, input, run, i)
           break
       }
-      // MIDDLE handling for `b` (also reached from the states above).
+      // MIDDLE handling for `b` (reached from the states above).
       if (b === CR) {
-        this.state = AFTER_CR
-      } else if (b === LF) {
-        bare(i, 1)
-        this.state = MIDDLE
+        state = AFTER_CR
       } else {
-        this.state = MIDDLE
+        if (b === LF) run = this.bare(out, input, run, i)
+        state = MIDDLE
       }
+      i++
     }
+    this.state = state
     // Hold back a trailing CR: whether it is bare depends on the next chunk.
-    if (this.state === AFTER_CR || this.state === AFTER_DOT_CR) {
+    if (state === AFTER_CR || state === AFTER_DOT_CR) {
       if (!this.crFromEarlierChunk) {
-        flush(input.length - 1)
+        if (len - 1 > run) out.push(input.subarray(run, len - 1))
         this.crFromEarlierChunk = true
       }
       // else: the chunk was empty past the CR; nothing to flush
-      run = input.length
+      run = len
     }
-    flush(input.length)
-    return { out, consumed: input.length - start, done: false }
+    if (len > run) out.push(input.subarray(run, len))
+    return { out, consumed: len - start, done: false }
+  }
+
+  /** A bare line ending of one byte at `at`: kept, or replaced with CRLF. Returns the new run start. */
+  private bare(out: Array<Uint8Array>, input: Uint8Array, run: number, at: number): number {
+    this.bareLineEndings++
+    if (this.policy !== "normalize") return run
+    if (at > run) out.push(input.subarray(run, at))
+    out.push(CRLF)
+    return at + 1
+  }
+
+  /** The held CR turned out to be bare: it is at `i - 1`, or in an earlier chunk. Returns the new run start. */
+  private bareHeldCr(out: Array<Uint8Array>, input: Uint8Array, run: number, i: number): number {
+    if (!this.crFromEarlierChunk) return this.bare(out, input, run, i - 1)
+    this.crFromEarlierChunk = false
+    this.bareLineEndings++
+    out.push(this.policy === "normalize" ? CRLF : CR_ONLY)
+    return run
   }
 }
 
@@ -137,34 +218,103 @@ export class DotEncoder {
   private lineStart = true
   private afterCr = false
   private empty = true
+  /** The output of the current `encode` call, once it differs from the input. */
+  private buf: Uint8Array = EMPTY
+  private n = 0
+  private inputLength = 0
 
+  /**
+   * Encodes the next piece of the body. When nothing needs changing (CRLF lines, no leading
+   * dot: the usual case) the input itself is returned, not a copy; otherwise a new buffer
+   * only a little larger than the input, grown if a body needs many changes.
+   */
   encode(input: Uint8Array): Uint8Array {
-    // Worst case every byte doubles ("\n" -> CRLF, "." -> "..").
-    const out = new Uint8Array(input.length * 2 + 2)
-    let n = 0
-    for (let i = 0; i < input.length; i++) {
-      const b = input[i]!
-      this.empty = false
-      if (this.afterCr) {
-        this.afterCr = false
-        out[n++] = LF
-        this.lineStart = true
-        if (b === LF) continue
-      }
-      if (b === CR) {
-        out[n++] = CR
-        this.afterCr = true
-      } else if (b === LF) {
-        out[n++] = CR
-        out[n++] = LF
-        this.lineStart = true
-      } else {
-        if (b === DOT && this.lineStart) out[n++] = DOT
-        out[n++] = b
-        this.lineStart = false
-      }
+    const len = input.length
+    if (len === 0) return input
+    this.empty = false
+    this.buf = EMPTY
+    this.n = 0
+    this.inputLength = len
+    let run = 0 // start of the input bytes not yet copied to the output
+    let i = 0
+    let lineStart = this.lineStart
+    if (this.afterCr) {
+      // The CR that ended the previous piece went out already: an LF here completes it.
+      this.afterCr = false
+      lineStart = true
+      if (input[0] === LF) i = 1
+      else this.put(input, 0, 0, LF)
     }
-    return out.subarray(0, n)
+    const wordStart = wordStartOf(input)
+    const words = wordsOf(input, wordStart)
+    while (i < len) {
+      if (lineStart) {
+        lineStart = false
+        if (input[i] === DOT) {
+          // The dot goes out twice: once with the bytes before it, once with those after.
+          this.put(input, run, i + 1, -1)
+          run = i
+        }
+      }
+      const c = input[i]!
+      const p = c === CR || c === LF ? i : nextLineBreak(input, words, wordStart, i + 1)
+      if (p === len) break
+      if (input[p] === CR) {
+        if (p + 1 === len) {
+          this.afterCr = true // its LF (or the one that replaces it) comes with the next piece
+          break
+        }
+        if (input[p + 1] !== LF) {
+          // A lone CR: add the LF.
+          this.put(input, run, p + 1, LF)
+          run = p + 1
+          i = p + 1
+        } else {
+          i = p + 2
+        }
+      } else {
+        // A lone LF: add the CR before it.
+        this.put(input, run, p, CR)
+        run = p
+        i = p + 1
+      }
+      lineStart = true
+    }
+    this.lineStart = lineStart
+    if (this.buf === EMPTY) return input // unchanged
+    this.put(input, run, len, -1)
+    const out = this.buf.subarray(0, this.n)
+    this.buf = EMPTY
+    return out
+  }
+
+  /** Copies `input[from, to)` to the output, then the byte `extra` unless it is -1. */
+  private put(input: Uint8Array, from: number, to: number, extra: number): void {
+    const count = to - from
+    let buf = this.buf
+    let n = this.n
+    if (n + count + 1 > buf.length) {
+      buf = this.grow(count + 1)
+    }
+    if (count > 32) {
+      buf.set(input.subarray(from, to), n)
+      n += count
+    } else {
+      for (let k = from; k < to; k++) buf[n++] = input[k]!
+    }
+    if (extra !== -1) buf[n++] = extra
+    this.n = n
+  }
+
+  /** A bigger output buffer, with room for `count` more bytes; the first is sized from the input, an eighth over it. */
+  private grow(count: number): Uint8Array {
+    const need = this.n + count
+    const len = this.inputLength
+    const size = Math.max(need, this.buf === EMPTY ? len + (len >> 3) + 16 : this.buf.length * 2)
+    const next = new Uint8Array(size)
+    next.set(this.buf.subarray(0, this.n))
+    this.buf = next
+    return next
   }
 
   /** The bytes that end the body: a missing final CRLF, then "." CRLF. */
