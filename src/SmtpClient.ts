@@ -116,9 +116,13 @@ export interface SendMailOptions<E = never, R = never> extends Config.ConnectOpt
 export const sendMail = <E = never, R = never>(
   options: SendMailOptions<E, R>
 ): Effect.Effect<Connection.SendResult, SendError | E, Network | R> =>
-  Effect.scoped(Effect.gen(function*() {
-    const client = yield* Connection.connect(options)
-    const result = yield* client.send(options)
-    yield* client.quit.pipe(Effect.ignore)
-    return result
-  })).pipe(Effect.withSpan("SmtpClient.sendMail"))
+  Effect.withSpan(
+    Effect.scoped(Effect.gen(function*() {
+      const client = yield* Connection.connect(options)
+      const result = yield* client.send(options)
+      yield* client.quit.pipe(Effect.ignore)
+      return result
+    })),
+    "SmtpClient.sendMail",
+    { captureStackTrace: false } // a stack trace per message costs more than the span
+  )
