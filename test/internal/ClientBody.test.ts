@@ -9,21 +9,12 @@ import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
 import * as fc from "fast-check"
 import * as ClientBody from "../../src/internal/ClientBody.ts"
+import { concat, text } from "../support/bytes.ts"
 
 const CR = 13
 const LF = 10
 const DOT = 46
 
-const text = (b: Uint8Array): string => Buffer.from(b).toString("latin1")
-const concat = (parts: ReadonlyArray<Uint8Array>): Uint8Array => {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
-  let n = 0
-  for (const p of parts) {
-    out.set(p, n)
-    n += p.length
-  }
-  return out
-}
 
 // --- per-byte references ---
 

@@ -1,23 +1,13 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as fc from "fast-check"
 import { type BareLineEndingPolicy, DotDecoder, DotEncoder, normalizeBody } from "../../src/internal/DotCodec.ts"
+import { bytes, concat, text } from "../support/bytes.ts"
 
 const CR = 13
 const LF = 10
 const DOT = 46
 const policies: ReadonlyArray<BareLineEndingPolicy> = ["allow", "normalize", "reject"]
 
-const bytes = (s: string): Uint8Array => Uint8Array.from(s, (c) => c.charCodeAt(0))
-const text = (b: Uint8Array): string => Buffer.from(b).toString("latin1")
-const concat = (parts: ReadonlyArray<Uint8Array>): Uint8Array => {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
-  let n = 0
-  for (const p of parts) {
-    out.set(p, n)
-    n += p.length
-  }
-  return out
-}
 
 /** `input` cut at `cuts` (taken modulo length + 1, so any list of numbers is a valid split). */
 const split = (input: Uint8Array, cuts: ReadonlyArray<number>): Array<Uint8Array> => {

@@ -7,6 +7,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as fc from "fast-check"
 import { type BareLineEndingPolicy, DotDecoder, DotEncoder } from "../../src/internal/DotCodec.ts"
+import { bytes, concat, text } from "../support/bytes.ts"
 
 const CR = 13
 const LF = 10
@@ -15,17 +16,6 @@ const CRLF = Uint8Array.of(CR, LF)
 const CR_ONLY = Uint8Array.of(CR)
 const policies: ReadonlyArray<BareLineEndingPolicy> = ["allow", "normalize", "reject"]
 
-const text = (b: Uint8Array): string => Buffer.from(b).toString("latin1")
-const bytes = (s: string): Uint8Array => Uint8Array.from(s, (c) => c.charCodeAt(0))
-const concat = (parts: ReadonlyArray<Uint8Array>): Uint8Array => {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
-  let n = 0
-  for (const p of parts) {
-    out.set(p, n)
-    n += p.length
-  }
-  return out
-}
 
 // --- the per-byte reference decoder: a state machine visiting every byte ---
 

@@ -11,18 +11,8 @@ import * as LineReader from "../../src/internal/LineReader.ts"
 import type { SmtpError } from "../../src/SmtpError.ts"
 import type { TransportError } from "../../src/Transport.ts"
 import * as Scripted from "../support/ScriptedTransport.ts"
+import { bytes, concat, text } from "../support/bytes.ts"
 
-const bytes = (s: string): Uint8Array => Uint8Array.from(s, (c) => c.charCodeAt(0))
-const text = (b: Uint8Array): string => Buffer.from(b).toString("latin1")
-const concat = (parts: ReadonlyArray<Uint8Array>): Uint8Array => {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
-  let n = 0
-  for (const p of parts) {
-    out.set(p, n)
-    n += p.length
-  }
-  return out
-}
 const split = (input: Uint8Array, cuts: ReadonlyArray<number>): Array<Uint8Array> => {
   const points = [...new Set(cuts.map((c) => c % (input.length + 1)))].sort((a, b) => a - b)
   const chunks: Array<Uint8Array> = []
