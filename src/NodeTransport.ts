@@ -607,6 +607,7 @@ export const listen = (options: ListenOptions): Effect.Effect<Listener, Transpor
         if (!accepting || !Queue.offerUnsafe(queue, makeConn(s, "server", endpoints))) s.destroy()
       }
       if (tlsOptions === undefined) return offer(socket)
+      if (handshaking.size >= (options.maxHandshakes ?? Number.POSITIVE_INFINITY)) return void socket.destroy()
       const cancel = serverHandshake(socket, tlsOptions, (result) => {
         handshaking.delete(cancel)
         // A failed handshake is the client's problem: the socket is already destroyed.

@@ -82,7 +82,12 @@ export const make = Effect.fnUntraced(function*(
     ? undefined
     : { ...c.tls, handshakeTimeout: c.tls.handshakeTimeout ?? Duration.toMillis(c.tlsHandshakeTimeout) }
   for (const spec of c.listen) {
-    const l = yield* network.listen({ endpoint: spec.endpoint, tls: spec.implicitTls ? implicitTls : undefined })
+    const l = yield* network.listen({
+      endpoint: spec.endpoint,
+      tls: spec.implicitTls ? implicitTls : undefined,
+      // Clients that never finish a handshake would otherwise escape maxConnections.
+      maxHandshakes: c.maxConnections
+    })
     listeners.push([l, {
       endpoint: l.endpoint,
       address: formatEndpoint(l.endpoint),

@@ -110,6 +110,11 @@ export interface ListenOptions {
   readonly tls?: TlsServerOptions | undefined
   /** Backlog for the kernel's accept queue. */
   readonly backlog?: number | undefined
+  /**
+   * Implicit TLS: most handshakes in progress at once; connections beyond it are closed at once.
+   * (A handshake happens before a connection is accepted, so no other limit sees it.)
+   */
+  readonly maxHandshakes?: number | undefined
 }
 
 /** What a client connects to. */

@@ -14,7 +14,7 @@ import { SmtpError } from "../../src/SmtpError.ts"
 import * as Metrics from "../../src/internal/ServerMetrics.ts"
 import { testCerts } from "../support/certs.ts"
 import { makeBackend } from "../support/backend.ts"
-import { dialog, drained, envelope, loopback, type Net, replies, show, start } from "../support/server.ts"
+import { dialog, drained, envelope, loopback, type Net, replies, show, start, waitFor } from "../support/server.ts"
 
 describe.each<Net>(["memory", "tcp"])("robustness over %s", (network) => {
   it.live("a malformed BDAT is refused and its announced bytes are read, never run as commands", () =>
@@ -221,6 +221,31 @@ describe("closing over real TCP", () => {
         })
       )
       assert.match(received, /^220 [^\r]*\r\n500 5\.5\.2 Line too long\r\n/)
+    }))
+
+  it.live("clients stuck in an implicit-TLS handshake count against maxConnections", () =>
+    Effect.gen(function*() {
+      const certs = testCerts()
+      const { layer } = makeBackend()
+      const s = yield* start({
+        net: "tcp",
+        backend: layer,
+        listen: [{ endpoint: loopback, implicitTls: true }],
+        tls: { key: certs.server.key, cert: certs.server.cert },
+        maxConnections: 2
+      })
+      const port = s.endpoint._tag === "Tcp" ? s.endpoint.port : 0
+      const closed: Array<number> = []
+      const sockets = [0, 1, 2].map((i) => {
+        const socket = net.connect(port, "127.0.0.1")
+        socket.on("error", () => {})
+        socket.on("close", () => closed.push(i))
+        return socket
+      })
+      yield* Effect.addFinalizer(() => Effect.sync(() => sockets.forEach((x) => x.destroy())))
+      // One over the limit while two handshakes are pending: it is closed at once, the others wait.
+      yield* waitFor(() => closed.length > 0)
+      assert.strictEqual(closed.length, 1)
     }))
 
   it.live("an implicit-TLS client that never sends its ClientHello is dropped after the handshake timeout", () =>
