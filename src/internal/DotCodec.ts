@@ -330,22 +330,3 @@ export class DotEncoder {
     return Uint8Array.from(tail)
   }
 }
-
-/** What the decoder returns for an encoded body: lone CR/LF as CRLF, a final CRLF added to a non-empty body. */
-export const normalizeBody = (input: Uint8Array): Uint8Array => {
-  const out: Array<number> = []
-  for (let i = 0; i < input.length; i++) {
-    const b = input[i]!
-    if (b === CR) {
-      out.push(CR, LF)
-      if (input[i + 1] === LF) i++
-    } else if (b === LF) {
-      out.push(CR, LF)
-    } else {
-      out.push(b)
-    }
-  }
-  const len = out.length
-  if (len > 0 && !(out[len - 2] === CR && out[len - 1] === LF)) out.push(CR, LF)
-  return Uint8Array.from(out)
-}

@@ -124,8 +124,21 @@ export const make = (transport: Transport, options: LineReaderOptions): LineRead
   })
   let lineBytes = 0
 
+  // The server asks hasBufferedLine after each command, then reads that line: one scan serves both.
+  let scannedBuf: Uint8Array | undefined
+  let scannedPos = -1
+  let scannedLf = -1
+  const nextLf = () => {
+    if (buf !== scannedBuf || pos !== scannedPos) {
+      scannedBuf = buf
+      scannedPos = pos
+      scannedLf = buf.indexOf(LF, pos)
+    }
+    return scannedLf
+  }
+
   const readLine: Effect.Effect<string, TransportError | LineTooLong> = Effect.suspend(() => {
-    const nl = buf.indexOf(LF, pos)
+    const nl = nextLf()
     // The limit counts the line ending too, as RFC 5321's 512 does.
     if (nl >= 0 && nl + 1 - pos <= limit) {
       const end = nl > pos && buf[nl - 1] === CR ? nl - 1 : nl
@@ -138,7 +151,7 @@ export const make = (transport: Transport, options: LineReaderOptions): LineRead
     return Effect.flatMap(fill, () => readLine)
   })
 
-  const hasBufferedLine = () => buf.indexOf(LF, pos) >= 0
+  const hasBufferedLine = () => nextLf() >= 0
 
   const discardBuffered = () => {
     const n = buf.length - pos

@@ -83,16 +83,19 @@ export const serve = (transport: Transport, ctx: ConnectionContext): Effect.Effe
       writeStuck = true
       self.interruptUnsafe()
     })
-    const expireRead = Effect.suspend(() => {
-      // Replies still queued go first: one may acknowledge a message the backend has stored.
-      const out = pending.join("") + reply(421, [4, 4, 2], `${c.domain} Error: timeout exceeded`).toWire()
-      pending = []
-      return transport.write(out).pipe(
-        Effect.timeout(Duration.seconds(5)),
-        Effect.ignore,
-        Effect.andThen(transport.close)
-      )
-    })
+    /**
+     * Last words: the replies still queued (one may acknowledge a message the backend has
+     * stored), then `r`, written within 5 seconds or not at all.
+     */
+    const farewell = (r: Reply) =>
+      Effect.suspend(() => {
+        const out = pending.join("") + r.toWire()
+        pending = []
+        return transport.write(out).pipe(Effect.timeout(Duration.seconds(5)), Effect.ignore)
+      })
+    const expireRead = Effect.suspend(() =>
+      Effect.andThen(farewell(reply(421, [4, 4, 2], `${c.domain} Error: timeout exceeded`)), transport.close)
+    )
     const reader = LineReader.make(transport, {
       maxLineLength: Math.max(c.maxLineLength, AUTH_LINE_LENGTH),
       watchdog: { watchdog, onBodyTimeout: expireRead }
@@ -564,13 +567,7 @@ export const serve = (transport: Transport, ctx: ConnectionContext): Effect.Effe
       ctx.shutdown.await,
       Effect.suspend(() =>
         idle
-          ? Effect.andThen(
-            transport.write(reply(421, [4, 3, 2], `${c.domain} Service shutting down`).toWire()).pipe(
-              Effect.timeout(Duration.seconds(5)),
-              Effect.ignore
-            ),
-            transport.close
-          )
+          ? Effect.andThen(farewell(reply(421, [4, 3, 2], `${c.domain} Service shutting down`)), transport.close)
           : Effect.void
       )
     ))
@@ -626,11 +623,7 @@ export const serve = (transport: Transport, ctx: ConnectionContext): Effect.Effe
       }
     })
 
-    const closeWith = (r: Reply | undefined) =>
-      r === undefined ? Effect.void : Effect.andThen(Effect.sync(() => pending.push(r.toWire())), flush).pipe(
-        Effect.timeout(Duration.seconds(5)),
-        Effect.ignore
-      )
+    const closeWith = (r: Reply | undefined) => r === undefined ? Effect.void : farewell(r)
 
     yield* conversation.pipe(
       Effect.catchIf(

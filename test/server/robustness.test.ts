@@ -14,7 +14,7 @@ import { SmtpError } from "../../src/SmtpError.ts"
 import * as Metrics from "../../src/internal/ServerMetrics.ts"
 import { testCerts } from "../support/certs.ts"
 import { makeBackend } from "../support/backend.ts"
-import { dialog, drained, envelope, loopback, type Net, replies, show, start, waitFor } from "../support/server.ts"
+import { dialog, drained, envelope, loopback, type Net, replies, show, start, type StartOptions, waitFor } from "../support/server.ts"
 
 describe.each<Net>(["memory", "tcp"])("robustness over %s", (network) => {
   it.live("a malformed BDAT is refused and its announced bytes are read, never run as commands", () =>
@@ -191,6 +191,20 @@ describe("tracing", () => {
     }))
 })
 
+/** A server with one implicit-TLS listener over real TCP; its port. */
+const implicitTlsPort = (options: Omit<StartOptions, "backend">) =>
+  Effect.gen(function*() {
+    const certs = testCerts()
+    const s = yield* start({
+      net: "tcp",
+      backend: makeBackend().layer,
+      listen: [{ endpoint: loopback, implicitTls: true }],
+      tls: { key: certs.server.key, cert: certs.server.cert },
+      ...options
+    })
+    return s.endpoint._tag === "Tcp" ? s.endpoint.port : 0
+  })
+
 describe("closing over real TCP", () => {
   it.live("the 500 for an over-long line survives the close, even when the client reads late", () =>
     Effect.gen(function*() {
@@ -225,16 +239,7 @@ describe("closing over real TCP", () => {
 
   it.live("clients stuck in an implicit-TLS handshake count against maxConnections", () =>
     Effect.gen(function*() {
-      const certs = testCerts()
-      const { layer } = makeBackend()
-      const s = yield* start({
-        net: "tcp",
-        backend: layer,
-        listen: [{ endpoint: loopback, implicitTls: true }],
-        tls: { key: certs.server.key, cert: certs.server.cert },
-        maxConnections: 2
-      })
-      const port = s.endpoint._tag === "Tcp" ? s.endpoint.port : 0
+      const port = yield* implicitTlsPort({ maxConnections: 2 })
       const closed: Array<number> = []
       const sockets = [0, 1, 2].map((i) => {
         const socket = net.connect(port, "127.0.0.1")
@@ -250,16 +255,7 @@ describe("closing over real TCP", () => {
 
   it.live("an implicit-TLS client that never sends its ClientHello is dropped after the handshake timeout", () =>
     Effect.gen(function*() {
-      const certs = testCerts()
-      const { layer } = makeBackend()
-      const s = yield* start({
-        net: "tcp",
-        backend: layer,
-        listen: [{ endpoint: loopback, implicitTls: true }],
-        tls: { key: certs.server.key, cert: certs.server.cert },
-        tlsHandshakeTimeout: "300 millis"
-      })
-      const port = s.endpoint._tag === "Tcp" ? s.endpoint.port : 0
+      const port = yield* implicitTlsPort({ tlsHandshakeTimeout: "300 millis" })
       const started = Date.now()
       yield* Effect.promise(() =>
         new Promise<void>((resolve) => {
