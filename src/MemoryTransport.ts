@@ -167,16 +167,17 @@ const makeTransport = (
     }))
   })
 
+  const writeUnsafe = (data: Uint8Array | string): Effect.Effect<void, TransportError> => {
+    if (me.failure !== undefined) return Effect.fail(me.failure)
+    if (me.upgrading) return Effect.fail(tlsError("cannot write while the TLS handshake is running"))
+    if (peer.closed) return Effect.fail(closedByPeer())
+    // A copy, as the kernel makes one: the caller may reuse its buffer.
+    const bytes = typeof data === "string" ? encoder.encode(data) : data.slice()
+    if (bytes.length === 0) return Effect.void
+    return Queue.offerUnsafe(peer.inbound, { bytes, epoch: me.writeEpoch }) ? Effect.void : Effect.fail(closedByPeer())
+  }
   const write = (data: Uint8Array | string): Effect.Effect<void, TransportError> =>
-    Effect.suspend(() => {
-      if (me.failure !== undefined) return Effect.fail(me.failure)
-      if (me.upgrading) return Effect.fail(tlsError("cannot write while the TLS handshake is running"))
-      if (peer.closed) return Effect.fail(closedByPeer())
-      // A copy, as the kernel makes one: the caller may reuse its buffer.
-      const bytes = typeof data === "string" ? encoder.encode(data) : data.slice()
-      if (bytes.length === 0) return Effect.void
-      return Queue.offerUnsafe(peer.inbound, { bytes, epoch: me.writeEpoch }) ? Effect.void : Effect.fail(closedByPeer())
-    })
+    Effect.suspend(() => writeUnsafe(data))
 
   const upgradeTls: Transport["upgradeTls"] = (options) =>
     Effect.suspend(() => {
@@ -206,6 +207,7 @@ const makeTransport = (
   return {
     read,
     write,
+    writeUnsafe,
     upgradeTls,
     tls: () => me.tlsState,
     localEndpoint: endpoints.local,

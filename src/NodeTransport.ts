@@ -349,18 +349,19 @@ const makeConn = (socket: net.Socket, role: "server" | "client", options: MakeOp
       return Effect.sync(cleanup)
     })
 
+  const writeUnsafe = (data: Uint8Array | string): Effect.Effect<void, TransportError> => {
+    if (closing) return Effect.fail(closedLocally())
+    const s = current
+    if (s === undefined) {
+      return Effect.fail(currentFailure() ?? tlsError("cannot write while the TLS handshake is running"))
+    }
+    const f = currentFailure()
+    if (f !== undefined) return Effect.fail(f)
+    if (s.destroyed || s.writableEnded) return Effect.fail(closedByPeer())
+    return s.write(data) ? Effect.void : awaitDrain(s)
+  }
   const write = (data: Uint8Array | string): Effect.Effect<void, TransportError> =>
-    Effect.suspend(() => {
-      if (closing) return Effect.fail(closedLocally())
-      const s = current
-      if (s === undefined) {
-        return Effect.fail(currentFailure() ?? tlsError("cannot write while the TLS handshake is running"))
-      }
-      const f = currentFailure()
-      if (f !== undefined) return Effect.fail(f)
-      if (s.destroyed || s.writableEnded) return Effect.fail(closedByPeer())
-      return s.write(data) ? Effect.void : awaitDrain(s)
-    })
+    Effect.suspend(() => writeUnsafe(data))
 
   const finishUpgrade = (s: tls.TLSSocket) => {
     secure = s
@@ -476,7 +477,7 @@ const makeConn = (socket: net.Socket, role: "server" | "client", options: MakeOp
     })
   })
 
-  return { read, write, upgradeTls, tls: () => tlsState, localEndpoint, remoteEndpoint, close }
+  return { read, write, writeUnsafe, upgradeTls, tls: () => tlsState, localEndpoint, remoteEndpoint, close }
 }
 
 // ---------------------------------------------------------------------------------------------

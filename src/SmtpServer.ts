@@ -14,11 +14,13 @@ import * as Latch from "effect/Latch"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import type * as Scope from "effect/Scope"
+import * as Tracer from "effect/Tracer"
 import { Backend } from "./Backend.ts"
 import { Reply } from "./Reply.ts"
 import * as ServerConfig from "./internal/ServerConfig.ts"
 import { serve } from "./internal/ServerConnection.ts"
 import * as Metrics from "./internal/ServerMetrics.ts"
+import * as ServerReplies from "./internal/ServerReplies.ts"
 import { type Endpoint, formatEndpoint, type Listener, Network, type Transport, TransportError } from "./Transport.ts"
 
 export type { Extensions, ListenSpec, ServerOptions } from "./internal/ServerConfig.ts"
@@ -58,6 +60,14 @@ export const make = Effect.fnUntraced(function*(
   const network = yield* Network
   const shutdown = yield* Latch.make(false)
   const connections = yield* FiberSet.make<void, never>()
+  const replies = ServerReplies.make(c)
+  const shutdownHooks = new Set<() => void>()
+  const onShutdown = (f: () => void) => {
+    shutdownHooks.add(f)
+    return () => {
+      shutdownHooks.delete(f)
+    }
+  }
   const perIp = new Map<string, number>()
   let active = 0
   let nextId = 0
@@ -72,6 +82,7 @@ export const make = Effect.fnUntraced(function*(
   yield* Effect.addFinalizer(() =>
     Effect.gen(function*() {
       yield* shutdown.open
+      for (const f of shutdownHooks) f()
       yield* FiberSet.awaitEmpty(connections).pipe(Effect.timeoutOption(c.shutdownGrace))
       yield* FiberSet.clear(connections)
     })
@@ -116,7 +127,7 @@ export const make = Effect.fnUntraced(function*(
     })
     return Effect.andThen(
       Effect.andThen(Metric.update(Metrics.connections, 1), Metric.update(Metrics.activeConnections, 1)),
-      serve(transport, { config: c, id, implicitTls: listener.implicitTls, shutdown })
+      serve(transport, { config: c, replies, id, implicitTls: listener.implicitTls, shutdown, onShutdown })
     ).pipe(
       Effect.scoped,
       Effect.ensuring(transport.close),
@@ -125,10 +136,13 @@ export const make = Effect.fnUntraced(function*(
       (serving) => Effect.andThen(Effect.logDebug("connection opened"), serving),
       Effect.annotateLogs({ connection: id, remote }),
       (serving) =>
-        Effect.withSpan(serving, "smtp.connection", {
-          attributes: { "smtp.connection": id, "net.peer": remote },
-          captureStackTrace: false
-        })
+        // Spans only where a tracer receives them: the default one keeps them nowhere.
+        Effect.withFiber((fiber) =>
+          fiber.getRef(Tracer.Tracer) === Tracer.nativeTracer ? serving : Effect.withSpan(serving, "smtp.connection", {
+            attributes: { "smtp.connection": id, "net.peer": remote },
+            captureStackTrace: false
+          })
+        )
     )
   }
 

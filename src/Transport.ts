@@ -69,6 +69,13 @@ export interface Transport {
    */
   readonly write: (data: Uint8Array | string) => Effect.Effect<void, TransportError>
   /**
+   * `write`, done when called rather than when run: the bytes are handed to the connection at
+   * once and the returned Effect only waits for the kernel to take them. It is an `Exit`
+   * (`Effect.void`, or the failure) when there is nothing to wait for, which lets the protocol
+   * code skip the write timeout on the usual path.
+   */
+  readonly writeUnsafe: (data: Uint8Array | string) => Effect.Effect<void, TransportError>
+  /**
    * Switches the connection to TLS in place (STARTTLS). On the server side, bytes the
    * peer sent in plaintext that were not yet read never reach a later `read`.
    */

@@ -26,6 +26,19 @@ const CR = 13
 const EMPTY = new Uint8Array(0)
 const utf8 = new TextDecoder("utf-8")
 
+/** Command lines are nearly always ASCII: built from char codes, short ones need no decoder. */
+const decodeLine = (buf: Uint8Array, start: number, end: number): string => {
+  if (end - start > 64) return utf8.decode(buf.subarray(start, end))
+  let ascii = true
+  for (let i = start; i < end; i++) {
+    if (buf[i]! >= 0x80) {
+      ascii = false
+      break
+    }
+  }
+  return ascii ? String.fromCharCode.apply(null, buf.subarray(start, end) as unknown as Array<number>) : utf8.decode(buf.subarray(start, end))
+}
+
 /**
  * How long a body may take: it starts with `idle` to get going; every byte received
  * buys `1 / minBytesPerSecond` seconds more, never more than `idle` ahead of now.
@@ -57,6 +70,8 @@ export interface Body {
   readonly bytes: () => number
 }
 
+const bodyTimeout = () => new TransportError({ reason: "Timeout", message: "message body not received in time" })
+
 export const bareLineEndingError = SmtpError.SmtpError.of(
   550,
   [5, 5, 2],
@@ -66,6 +81,13 @@ export const bareLineEndingError = SmtpError.SmtpError.of(
 export interface LineReader {
   /** The next line without its line ending (CRLF, or a lone LF). Time limits are the caller's. */
   readonly readLine: Effect.Effect<string, TransportError | LineTooLong>
+  /**
+   * The next line if a whole one is buffered (synchronous: no read), `undefined` if not yet,
+   * `LineTooLong` once the limit is crossed, with or without a line ending in sight.
+   */
+  readonly nextLine: () => string | LineTooLong | undefined
+  /** Reads one more chunk from the transport into the buffer (the end of stream is a failure). */
+  readonly fill: Effect.Effect<void, TransportError>
   /** The size on the wire of the line `readLine` returned last, line ending included. */
   readonly lastLineBytes: () => number
   /** The error the connection itself failed with, if it did (a body stream's consumer may see others). */
@@ -137,18 +159,24 @@ export const make = (transport: Transport, options: LineReaderOptions): LineRead
     return scannedLf
   }
 
-  const readLine: Effect.Effect<string, TransportError | LineTooLong> = Effect.suspend(() => {
+  const nextLine = (): string | LineTooLong | undefined => {
     const nl = nextLf()
     // The limit counts the line ending too, as RFC 5321's 512 does.
     if (nl >= 0 && nl + 1 - pos <= limit) {
       const end = nl > pos && buf[nl - 1] === CR ? nl - 1 : nl
-      const line = utf8.decode(buf.subarray(pos, end))
+      const line = decodeLine(buf, pos, end)
       lineBytes = nl + 1 - pos
       pos = nl + 1
-      return Effect.succeed(line)
+      return line
     }
-    if (nl >= 0 || buf.length - pos >= limit) return Effect.fail(new LineTooLong({ limit }))
-    return Effect.flatMap(fill, () => readLine)
+    if (nl >= 0 || buf.length - pos >= limit) return new LineTooLong({ limit })
+    return undefined
+  }
+
+  const readLine: Effect.Effect<string, TransportError | LineTooLong> = Effect.suspend(() => {
+    const line = nextLine()
+    if (line === undefined) return Effect.flatMap(fill, () => readLine)
+    return typeof line === "string" ? Effect.succeed(line) : Effect.fail(line)
   })
 
   const hasBufferedLine = () => nextLf() >= 0
@@ -161,36 +189,45 @@ export const make = (transport: Transport, options: LineReaderOptions): LineRead
   }
 
   // A fill under the body's deadline, which grows only with bytes actually received.
-  const makeDeadline = (d: BodyDeadline) => {
+  const makeDeadline = (d: BodyDeadline): Effect.Effect<void, TransportError> => {
     const idleMs = Duration.toMillis(Duration.fromInputUnsafe(d.idle))
     const msPerByte = 1000 / d.minBytesPerSecond
     let deadline: number | undefined
     let lastFillEnd: number | undefined
-    return Effect.gen(function*() {
-      const now = yield* Clock.currentTimeMillis
+    let before = 0
+    /** The time left before this fill must have brought bytes (the consumer's time excluded). */
+    const remainingAt = (now: number): number => {
       deadline ??= now + idleMs
       // Time the consumer (the backend) spent between reads is not the peer's to answer for.
       if (lastFillEnd !== undefined) deadline += now - lastFillEnd
-      const remaining = deadline - now
-      if (remaining <= 0) {
-        return yield* new TransportError({ reason: "Timeout", message: "message body not received in time" })
-      }
-      const before = buf.length - pos
-      const w = options.watchdog
-      if (w === undefined) {
-        yield* fill.pipe(Effect.timeoutOrElse({
-          duration: Duration.millis(remaining),
-          orElse: () =>
-            Effect.fail(new TransportError({ reason: "Timeout", message: "message body not received in time" }))
-        }))
-      } else {
-        w.watchdog.arm(Duration.millis(remaining), w.onBodyTimeout)
-        yield* Effect.ensuring(fill, Effect.sync(w.watchdog.disarm))
-      }
+      before = buf.length - pos
+      return deadline - now
+    }
+    const account = (now: number) => {
       const received = buf.length - pos - before
-      lastFillEnd = yield* Clock.currentTimeMillis
+      lastFillEnd = now
       // (received > 0: an empty chunk buys nothing, and 0 * Infinity would make the deadline NaN)
-      if (received > 0) deadline = Math.min(deadline + received * msPerByte, lastFillEnd + idleMs)
+      if (received > 0) deadline = Math.min(deadline! + received * msPerByte, now + idleMs)
+    }
+    const w = options.watchdog
+    if (w !== undefined) {
+      const watchdog = w.watchdog
+      const filled = Effect.map(fill, () => {
+        watchdog.disarm()
+        account(watchdog.now())
+      })
+      return Effect.suspend(() => {
+        const remaining = remainingAt(watchdog.now())
+        if (remaining <= 0) return Effect.fail(bodyTimeout())
+        watchdog.arm(Duration.millis(remaining), w.onBodyTimeout)
+        return Effect.onError(filled, () => Effect.sync(watchdog.disarm))
+      })
+    }
+    return Effect.gen(function*() {
+      const remaining = remainingAt(yield* Clock.currentTimeMillis)
+      if (remaining <= 0) return yield* bodyTimeout()
+      yield* fill.pipe(Effect.timeoutOrElse({ duration: Duration.millis(remaining), orElse: () => Effect.fail(bodyTimeout()) }))
+      account(yield* Clock.currentTimeMillis)
     })
   }
 
@@ -278,6 +315,8 @@ export const make = (transport: Transport, options: LineReaderOptions): LineRead
 
   return {
     readLine,
+    nextLine,
+    fill,
     lastLineBytes: () => lineBytes,
     hasBufferedLine,
     discardBuffered,

@@ -102,13 +102,15 @@ describe("ClientWire deadlines", () => {
       let closed = false
       const pending = new Set<(effect: Effect.Effect<void, TransportError>) => void>()
       // A transport whose writes wait until it is closed (a peer that never reads).
+      const neverTaken = () =>
+        Effect.callback<void, TransportError>((resume) => {
+          pending.add(resume)
+          return Effect.sync(() => pending.delete(resume))
+        })
       const stuck: Transport = {
         read: Effect.never,
-        write: () =>
-          Effect.callback<void, TransportError>((resume) => {
-            pending.add(resume)
-            return Effect.sync(() => pending.delete(resume))
-          }),
+        write: neverTaken,
+        writeUnsafe: neverTaken,
         upgradeTls: () => Effect.never,
         tls: () => undefined,
         localEndpoint: undefined,

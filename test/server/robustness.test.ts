@@ -7,7 +7,7 @@ import { assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
 import * as Stream from "effect/Stream"
-import type * as Tracer from "effect/Tracer"
+import * as Tracer from "effect/Tracer"
 import * as net from "node:net"
 import * as Sasl from "../../src/Sasl.ts"
 import { SmtpError } from "../../src/SmtpError.ts"
@@ -165,7 +165,7 @@ describe.each<Net>(["memory", "tcp"])("robustness over %s", (network) => {
 })
 
 describe("tracing", () => {
-  it.live("backend calls run in spans: session operation, inside the transaction, inside the connection", () =>
+  it.live("with a tracer installed, backend calls run inside the transaction and connection spans", () =>
     Effect.gen(function*() {
       const chains: Array<Array<string>> = []
       const chainOf = Effect.map(Effect.currentSpan, (span) => {
@@ -181,13 +181,41 @@ describe("tracing", () => {
         mail: () => Effect.map(chainOf, (c) => void chains.push(c)),
         data: (body) => Effect.andThen(Stream.runDrain(body), Effect.map(chainOf, (c) => void chains.push(c)))
       })
-      const s = yield* start({ backend: layer })
+      const ended: Array<string> = []
+      const tracer = Tracer.make({
+        span: (options) => {
+          const span = new Tracer.NativeSpan(options)
+          const end = span.end.bind(span)
+          span.end = (endTime, exit) => {
+            ended.push(span.name)
+            end(endTime, exit)
+          }
+          return span
+        }
+      })
+      const s = yield* Effect.withTracer(start({ backend: layer }), tracer)
       const p = yield* s.open()
       yield* envelope(p)
       yield* dialog(p, "DATA")
       yield* p.command("Subject: x\r\n\r\nbody\r\n.")
-      assert.deepStrictEqual(chains[0]!.slice(0, 2), ["smtp.session.mail", "smtp.connection"])
-      assert.deepStrictEqual(chains[1]!.slice(0, 3), ["smtp.session.data", "smtp.transaction", "smtp.connection"])
+      assert.deepStrictEqual(chains[0]!.slice(0, 1), ["smtp.connection"])
+      assert.deepStrictEqual(chains[1]!.slice(0, 2), ["smtp.transaction", "smtp.connection"])
+      assert.deepStrictEqual(ended, ["smtp.transaction"])
+      yield* p.command("QUIT")
+      yield* waitFor(() => ended.length === 2)
+      assert.deepStrictEqual(ended, ["smtp.transaction", "smtp.connection"])
+    }))
+
+  it.live("without a tracer, no span is made: backend calls see none", () =>
+    Effect.gen(function*() {
+      const seen: Array<boolean> = []
+      const { layer } = makeBackend({
+        mail: () => Effect.map(Effect.option(Effect.currentSpan), (span) => void seen.push(span._tag === "Some"))
+      })
+      const s = yield* start({ backend: layer })
+      const p = yield* s.open()
+      yield* envelope(p)
+      assert.deepStrictEqual(seen, [false])
     }))
 })
 

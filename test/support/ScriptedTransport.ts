@@ -112,6 +112,10 @@ export const make = (
       Effect.sync(() => {
         writes.push(typeof data === "string" ? new TextEncoder().encode(data) : data.slice())
       }),
+    writeUnsafe: (data) => {
+      writes.push(typeof data === "string" ? new TextEncoder().encode(data) : data.slice())
+      return Effect.void
+    },
     upgradeTls: () => Effect.fail(new TransportError({ reason: "Tls", message: "ScriptedTransport has no TLS" })),
     tls: () => undefined,
     localEndpoint: undefined,

@@ -43,21 +43,30 @@ export interface Tap {
 
 const latin1 = (data: Uint8Array | string) => typeof data === "string" ? data : Buffer.from(data).toString("latin1")
 
-const tapTransport = (t: Transport, tap: Tap): Transport => ({
-  ...t,
-  read: Effect.tap(t.read, (chunk) =>
-    Effect.sync(() => {
-      tap.reads++
-      tap.bytesRead += chunk?.length ?? 0
-    })),
-  write: (data) =>
+const tapTransport = (t: Transport, tap: Tap): Transport => {
+  const write = (data: Uint8Array | string) =>
     Effect.sync(() => tap.heldWrites++).pipe(
       Effect.andThen(tap.writeGate.await),
       Effect.ensuring(Effect.sync(() => tap.heldWrites--)),
       Effect.andThen(Effect.sync(() => void tap.writes.push(latin1(data)))),
       Effect.andThen(t.write(data))
     )
-})
+  return {
+    ...t,
+    read: Effect.tap(t.read, (chunk) =>
+      Effect.sync(() => {
+        tap.reads++
+        tap.bytesRead += chunk?.length ?? 0
+      })),
+    write,
+    // Held like `write` while the gate is closed: then the writer has something to wait for.
+    writeUnsafe: (data) => {
+      if (!tap.writeGate.isOpen()) return write(data)
+      tap.writes.push(latin1(data))
+      return t.writeUnsafe(data)
+    }
+  }
+}
 
 /** The same network, with the server side of every accepted connection tapped. */
 export const tapNetwork = (inner: Network["Service"], tap: Tap): Network["Service"] =>
