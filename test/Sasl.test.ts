@@ -1,9 +1,15 @@
+import * as NodeCrypto from "@effect/platform-node/NodeCrypto"
 import { assert, describe, it } from "@effect/vitest"
+import * as Digest from "effect/crypto/Digest"
+import * as Mac from "effect/crypto/Mac"
+import * as SecureRandom from "effect/crypto/SecureRandom"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
 import * as Result from "effect/Result"
 import * as fc from "fast-check"
+import { createHmac } from "node:crypto"
 import * as Sasl from "../src/Sasl.ts"
 import type { PeerCertificate, TlsState } from "../src/Transport.ts"
 
@@ -113,6 +119,29 @@ const allVerifiers: Sasl.Verifiers = {
 }
 const registry = Sasl.serverMechanisms(allVerifiers)
 const server = (name: string, context: Sasl.ServerContext = secure) => Sasl.startServer(registry, name, context)
+
+/**
+ * The crypto services a program could provide: NodeCrypto's, with the Digest and Mac calls
+ * counted so that a test can tell they were used instead of the WebCrypto defaults.
+ */
+const nodeCrypto = () => {
+  const calls = { digest: 0, mac: 0 }
+  const digest = Layer.effect(
+    Digest.Digest,
+    Effect.map(Effect.service(Digest.Digest), (node) =>
+      Digest.Digest.of({
+        digest: (algorithm, data) => Effect.suspend(() => (calls.digest++, node.digest(algorithm, data))),
+        digestHex: node.digestHex
+      }))
+  ).pipe(Layer.provide(NodeCrypto.layerDigest))
+  const mac = Mac.layerWebCryptoWith({
+    hmac: (hash, key, data) => {
+      calls.mac++
+      return new Uint8Array(createHmac(hash.replace("-", "").toLowerCase(), key).update(data).digest())
+    }
+  }).pipe(Layer.provide(NodeCrypto.layerSecureRandom))
+  return { calls, layer: Layer.mergeAll(digest, mac, NodeCrypto.layerKdf, NodeCrypto.layerSecureRandom) }
+}
 
 // --- PLAIN -------------------------------------------------------------------------------
 
@@ -258,6 +287,16 @@ describe("CRAM-MD5 (RFC 2195)", () => {
       assert.strictEqual(b64(response), "dGltIGI5MTNhNjAyYzdlZGE3YTQ5NWI0ZTZlNzMzNGQzODkw")
     }))
 
+  it.effect("RFC 2195 example on node:crypto, through the Digest the program provides", () =>
+    Effect.gen(function*() {
+      const { calls, layer } = nodeCrypto()
+      const s = Sasl.cramMd5Server(lookup, { challenge: Effect.succeed(rfcChallenge) }).make(plaintext)
+      yield* s.start(undefined)
+      const step = yield* s.next(enc("tim b913a602c7eda7a495b4e6e7334d3890")).pipe(Effect.provide(layer))
+      assert.deepStrictEqual(step, { _tag: "Success", identity: "tim", username: "tim" })
+      assert.strictEqual(calls.digest, 2) // HMAC: the inner and the outer MD5
+    }))
+
   it.effect("the default challenge is a msg-id with the configured host", () =>
     Effect.gen(function*() {
       const s = Sasl.cramMd5Server(lookup, { hostname: "mx.example.com" }).make(plaintext)
@@ -310,6 +349,22 @@ describe("SCRAM-SHA-256 (RFC 7677, RFC 5802)", () => {
       assert.deepStrictEqual(yield* c.next(enc(serverFinal)), new Uint8Array(0))
       assert.isTrue(yield* c.done)
       yield* c.finish()
+    }))
+
+  it.effect("RFC 7677 example on node:crypto, through the Mac, Kdf and Digest the program provides", () =>
+    Effect.gen(function*() {
+      const { calls, layer } = nodeCrypto()
+      const c = yield* rfcClient().client
+      yield* c.start
+      assert.strictEqual(dec(yield* c.next(enc(serverFirst)).pipe(Effect.provide(layer))), clientFinal)
+      yield* c.next(enc(serverFinal))
+      assert.isTrue(yield* c.done)
+      assert.strictEqual(calls.mac, 4) // ClientKey, ServerKey, ClientSignature, ServerSignature
+      assert.strictEqual(calls.digest, 1) // StoredKey
+      const s = rfcServer()
+      yield* s.start(enc(clientFirst))
+      assert.strictEqual(dec(challengeOf(yield* s.next(enc(clientFinal)).pipe(Effect.provide(layer)))), serverFinal)
+      assert.strictEqual(calls.mac, 6)
     }))
 
   it.effect("RFC 7677 example, client side with the signature as success data", () =>
@@ -956,6 +1011,48 @@ describe("credential comparison", () => {
       yield* exchange(Sasl.scramSha256({ username: "user", password: secret("pencil") }), Sasl.startServer(set, "SCRAM-SHA-256", plaintext))
       assert.strictEqual(calls.length, 2)
       assert.strictEqual(calls[1]![0].length, 32)
+    }))
+})
+
+describe("crypto services", () => {
+  // A SecureRandom that always gives 7s: every nonce, salt and challenge must come from it.
+  const sevens = Effect.provideService(SecureRandom.SecureRandom, SecureRandom.make((size) => new Uint8Array(size).fill(7)))
+
+  it.effect("nonces, salts and challenges come from the SecureRandom the program provides", () =>
+    Effect.gen(function*() {
+      const c = yield* Sasl.scramSha256({ username: "user", password: secret("pencil") }).client.pipe(sevens)
+      assert.strictEqual(dec((yield* c.start)!), `n,,n=user,r=${"BwcH".repeat(8)}`)
+      const credential = yield* Sasl.deriveScramCredential("pencil").pipe(sevens)
+      assert.deepStrictEqual(credential.salt, new Uint8Array(16).fill(7))
+      const s = Sasl.scramSha256Server(scramLookup).make(plaintext)
+      const first = dec(challengeOf(yield* s.start(enc("n,,n=user,r=abc")).pipe(sevens)))
+      assert.strictEqual(first, `r=abc${"BwcH".repeat(6)},s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096`)
+      // CRAM-MD5: eight random bytes as a decimal, then the clock (0 under TestClock).
+      const cram = Sasl.cramMd5Server(lookup).make(plaintext)
+      assert.strictEqual(dec(challengeOf(yield* cram.start(undefined).pipe(sevens))), "<506381209866536711.0@localhost>")
+    }))
+
+  it.effect("without any crypto service the defaults run (WebCrypto), and give fresh randomness", () =>
+    Effect.gen(function*() {
+      const a = yield* Sasl.deriveScramCredential("pencil")
+      const b = yield* Sasl.deriveScramCredential("pencil")
+      assert.strictEqual(a.salt.length, 16)
+      assert.notDeepEqual(a.salt, b.salt)
+    }))
+
+  // node:crypto aborts the whole process on a PBKDF2 count above 2^31 - 1 (it did here before
+  // effect/crypto's Kdf, which checks the count first).
+  it.effect("iteration counts PBKDF2 cannot take are refused before deriving, never crash", () =>
+    Effect.gen(function*() {
+      yield* expectFailure(Sasl.deriveScramCredential("pencil", { iterations: 2 ** 31 }), "InvalidCredentials")
+      yield* expectFailure(Sasl.deriveScramCredential("pencil", { iterations: 0 }), "InvalidCredentials")
+      const c = yield* Sasl.scramSha256({ username: "user", password: secret("pencil") }, {
+        nonce: Effect.succeed("abc"),
+        maxIterations: 2 ** 32
+      }).client
+      yield* c.start
+      yield* expectFailure(c.next(enc(`r=abcdef,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=${2 ** 31}`)), "TemporaryFailure")
+      assert.isFalse(yield* c.done)
     }))
 })
 

@@ -3,8 +3,11 @@
  * and LOGIN exchanges, cancel, base64 errors, one success per session, failed attempts,
  * requireAuth, and that no password reaches the logs.
  */
+import * as NodeCrypto from "@effect/platform-node/NodeCrypto"
 import { assert, describe, it } from "@effect/vitest"
+import * as Digest from "effect/crypto/Digest"
 import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
 import * as Sasl from "../../src/Sasl.ts"
 import { makeBackend } from "../support/backend.ts"
@@ -198,5 +201,26 @@ describe.each<Net>(["memory", "tcp"])("AUTH over %s", (net) => {
       for (const secret of [PASSWORD, b64(PASSWORD), plain("alice", PASSWORD), b64("guess-" + PASSWORD), "TOP-SECRET-CONTENT"]) {
         assert.notInclude(text, secret)
       }
+    }))
+})
+
+describe("AUTH crypto", () => {
+  it.live("runs on the Digest provided to the server (node:crypto's here, counted)", () =>
+    Effect.gen(function*() {
+      let digests = 0
+      const counted = Layer.effect(
+        Digest.Digest,
+        Effect.map(Effect.service(Digest.Digest), (node) =>
+          Digest.Digest.of({
+            digest: (algorithm, data) => Effect.suspend(() => (digests++, node.digest(algorithm, data))),
+            digestHex: node.digestHex
+          }))
+      ).pipe(Layer.provide(NodeCrypto.layerDigest))
+      const { s } = yield* server("memory").pipe(Effect.provide(counted))
+      const p = yield* s.open()
+      yield* p.command("EHLO c")
+      assert.strictEqual(show(yield* p.command(`AUTH PLAIN ${plain("alice", "wrong")}`)), "535 5.7.8")
+      assert.strictEqual(show(yield* p.command(`AUTH PLAIN ${plain("alice", PASSWORD)}`)), "235 2.7.0")
+      assert.strictEqual(digests, 4) // passwordVerifier: SHA-256 of both passwords, per attempt
     }))
 })

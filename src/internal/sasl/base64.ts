@@ -1,10 +1,17 @@
 /**
- * Strict, platform-free base64 (RFC 4648 section 4, the alphabet RFC 4954 uses).
+ * Strict base64 (RFC 4648 section 4, the alphabet RFC 4954 uses).
  *
  * The decoder accepts only canonical input: length a multiple of 4, padding only at the
  * end, no whitespace or line breaks, and zero bits in the unused tail. Anything else is
  * refused rather than repaired, so two different strings never decode to the same bytes.
+ *
+ * Encoding is `effect/encoding`'s `Base64.encode`. Its decoder is not used because it is
+ * lenient: it drops CR and LF anywhere in the input and ignores the unused tail bits, so
+ * "Zm9v\r\n" and "Zh==" decode (test/internal/SaslPrimitives.test.ts shows both).
  */
+import * as Base64 from "effect/encoding/Base64"
+
+export const encode: (bytes: Uint8Array) => string = Base64.encode
 
 const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 
@@ -15,25 +22,6 @@ const DECODE: Int8Array = (() => {
 })()
 
 const PAD = 61 // "="
-
-export const encode = (bytes: Uint8Array): string => {
-  let out = ""
-  const n = bytes.length
-  let i = 0
-  for (; i + 2 < n; i += 3) {
-    const v = (bytes[i]! << 16) | (bytes[i + 1]! << 8) | bytes[i + 2]!
-    out += ALPHABET[v >>> 18]! + ALPHABET[(v >>> 12) & 63]! + ALPHABET[(v >>> 6) & 63]! + ALPHABET[v & 63]!
-  }
-  const rest = n - i
-  if (rest === 1) {
-    const v = bytes[i]! << 16
-    out += ALPHABET[v >>> 18]! + ALPHABET[(v >>> 12) & 63]! + "=="
-  } else if (rest === 2) {
-    const v = (bytes[i]! << 16) | (bytes[i + 1]! << 8)
-    out += ALPHABET[v >>> 18]! + ALPHABET[(v >>> 12) & 63]! + ALPHABET[(v >>> 6) & 63]! + "="
-  }
-  return out
-}
 
 const value = (c: number): number => (c < 128 ? DECODE[c]! : -1)
 

@@ -1,6 +1,6 @@
 /**
- * Byte helpers for the SASL mechanisms. Platform-free: TextEncoder, TextDecoder and
- * `crypto.getRandomValues` are globals in Node, Deno, Bun and browsers.
+ * Byte helpers for the SASL mechanisms. Platform-free: TextEncoder and TextDecoder are
+ * globals in Node, Deno, Bun and browsers.
  */
 
 const encoder = new TextEncoder()
@@ -41,13 +41,6 @@ export const concat = (...parts: ReadonlyArray<Uint8Array>): Uint8Array<ArrayBuf
   return out
 }
 
-/** A copy whose buffer is a plain ArrayBuffer (what WebCrypto's types ask for). */
-export const own = (bytes: Uint8Array): Uint8Array<ArrayBuffer> => {
-  const out = new Uint8Array(bytes.length)
-  out.set(bytes)
-  return out
-}
-
 /** Splits at every `sep` byte. */
 export const split = (bytes: Uint8Array, sep: number): Array<Uint8Array> => {
   const out: Array<Uint8Array> = []
@@ -68,26 +61,4 @@ export const xor = (a: Uint8Array, b: Uint8Array): Uint8Array<ArrayBuffer> => {
   const out = new Uint8Array(a.length)
   for (let i = 0; i < a.length; i++) out[i] = a[i]! ^ (b[i] ?? 0)
   return out
-}
-
-/**
- * Compares two byte strings in time that depends only on their lengths, never on where
- * they first differ: every byte is visited and differences are OR-ed together.
- */
-export const constantTimeEqual = (a: Uint8Array, b: Uint8Array): boolean => {
-  const n = Math.max(a.length, b.length)
-  let diff = a.length ^ b.length
-  for (let i = 0; i < n; i++) {
-    // Out-of-range reads give undefined; `| 0` keeps the loop branch-free either way.
-    diff |= (a[i]! | 0) ^ (b[i]! | 0)
-  }
-  return diff === 0
-}
-
-export const randomBytes = (n: number): Uint8Array<ArrayBuffer> => globalThis.crypto.getRandomValues(new Uint8Array(n))
-
-export const toHex = (bytes: Uint8Array): string => {
-  let s = ""
-  for (let i = 0; i < bytes.length; i++) s += bytes[i]!.toString(16).padStart(2, "0")
-  return s
 }
