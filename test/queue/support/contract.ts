@@ -43,7 +43,7 @@ export const open = (
       Mailer.layer({ endpoint: inbox.endpoint, security: "none", retry: false, localName: "queue.test" }).pipe(
         Layer.provide(Layer.succeed(Network, inbox.network))
       )
-    ).pipe(Layer.provide(quiet))
+    ).pipe(Layer.provideMerge(quiet))
     const context = yield* Layer.buildWithScope(layer, scope)
     const queue = Context.get(context, MailQueue.MailQueue)
     return { queue, deliverNext: Effect.provideContext(queue.deliverNext, context), close: Scope.close(scope, Exit.void) }
@@ -63,7 +63,7 @@ const get = (p: Process, id: string) => Effect.map(p.queue.status(id), Option.ge
 export interface ContractOptions<R> {
   readonly it: Vitest.MethodsNonLive<R>
   /** The store under test; each build is a new client of the same data. */
-  readonly store: Effect.Effect<Layer.Layer<MailQueue.MailQueueStore, unknown>, never, R>
+  readonly store: Effect.Effect<Layer.Layer<MailQueue.MailQueueStore, unknown>, never, R | Scope.Scope>
   /** The retry delay (SQL stores round delays up to whole seconds). */
   readonly retryDelay: Duration.Input
 }
