@@ -213,6 +213,9 @@ const validName = /^[A-Za-z0-9_-]{1,100}$/
 /** PersistedQueue's largest attempt count: int32-safe for its SQL store. */
 const unlimitedAttempts = 2_147_483_647
 
+/** Retries of a status write after a send: about 13 seconds, well within the stores' lock expiry. */
+const recordRetry = Schedule.max([Schedule.exponential("100 millis"), Schedule.recurs(7)])
+
 /** A temporary failure: PersistedQueue makes the element visible again after the schedule's delay. */
 class Deferral extends Data.TaggedError("Deferral")<{ readonly status: Ledger.MessageStatus }> {}
 
@@ -299,6 +302,20 @@ const applyOutcome = (status: Ledger.MessageStatus, outcome: Outcome.Outcome, no
   return { ...rest, recipients, updatedAt: now, ...(lastError === undefined ? {} : { lastError }) }
 }
 
+/** The end of a message that ran out of time or attempts: its pending recipients failed. */
+const expire = (
+  status: Ledger.MessageStatus,
+  attempts: number,
+  now: DateTime.Utc,
+  error: Ledger.DeliveryFailure
+): Ledger.MessageStatus => {
+  const recipients = status.recipients.map((r): Ledger.RecipientStatus =>
+    r.state === "pending" ? { address: r.address, state: "failed", error: r.error ?? error } : r
+  )
+  const { nextAttemptAt: _, ...rest } = status
+  return { ...rest, state: "dead", attempts, updatedAt: now, recipients, lastError: error }
+}
+
 /** Builds the queue over the store in context. */
 export const make = (options: QueueOptions = {}): Effect.Effect<MailQueue["Service"], never, MailQueueStore> =>
   Effect.gen(function*() {
@@ -315,7 +332,9 @@ export const make = (options: QueueOptions = {}): Effect.Effect<MailQueue["Servi
     const queue = yield* factory.make({
       name,
       schema: QueuedMessage,
-      maxAttempts: Math.min(maxAttempts, unlimitedAttempts),
+      // One more than ours: after a crash on the last attempt, the message comes back once
+      // more instead of ending in PersistedQueue's failed state with a status still "sending".
+      maxAttempts: Math.min(maxAttempts + 1, unlimitedAttempts),
       retrySchedule: schedule
     })
     const deadLetters = yield* factory.make({ name: `${name}.dead`, schema: DeadLetter })
@@ -341,13 +360,23 @@ export const make = (options: QueueOptions = {}): Effect.Effect<MailQueue["Servi
       return id
     })
 
+    /**
+     * Records what an attempt did. The server has answered by now: failing to record it would
+     * send the message again, so a store that fails is retried for a while first.
+     */
+    const record = (status: Ledger.MessageStatus) =>
+      ledger.put(status).pipe(
+        Effect.retry(recordRetry),
+        Effect.mapError(storeError("could not update the message's status"))
+      )
+
     const bury = (id: string, message: QueuedMessage, status: Ledger.MessageStatus) =>
       deadLetters.offer({ id, message, status }, { id }).pipe(Effect.mapError(storeError("could not store the dead letter")))
 
     /** Records the end of a message (delivered or dead) and files a dead letter. */
     const finish = (id: string, message: QueuedMessage, status: Ledger.MessageStatus) =>
       Effect.gen(function*() {
-        yield* ledger.put(status).pipe(Effect.mapError(storeError("could not update the message's status")))
+        yield* record(status)
         if (status.state === "dead") {
           yield* bury(id, message, status)
           yield* count(bouncesTotal)
@@ -372,8 +401,17 @@ export const make = (options: QueueOptions = {}): Effect.Effect<MailQueue["Servi
         if (status.state === "delivered") return status
         if (status.state === "dead") return yield* Effect.as(bury(id, message, status), status)
 
-        const pending = status.recipients.filter((r) => r.state === "pending").map((r) => r.address)
         const startedAt = yield* DateTime.now
+        // The previous attempt never ended (its worker died, perhaps because of this message):
+        // past the maximum age or the attempts, no more tries.
+        const crashed = status.state === "sending"
+        if (crashed && (attempts > maxAttempts || Duration.isGreaterThanOrEqualTo(DateTime.distance(message.enqueuedAt, startedAt), maxAge))) {
+          return yield* finish(id, message, expire(status, attempts - 1, startedAt, {
+            kind: "Expired",
+            message: `gave up after ${attempts - 1} attempts: the last one never finished`
+          }))
+        }
+        const pending = status.recipients.filter((r) => r.state === "pending").map((r) => r.address)
         const { nextAttemptAt: _, ...current } = status
         const sending: Ledger.MessageStatus = { ...current, state: "sending", attempts, updatedAt: startedAt }
         yield* ledger.put(sending).pipe(Effect.mapError(storeError("could not update the message's status")))
@@ -402,14 +440,10 @@ export const make = (options: QueueOptions = {}): Effect.Effect<MailQueue["Servi
         const age = DateTime.distance(message.enqueuedAt, now)
         if (Duration.isGreaterThanOrEqualTo(age, maxAge) || attempts >= maxAttempts) {
           const last = after.lastError
-          const expired: Ledger.DeliveryFailure = {
+          return yield* finish(id, message, expire(after, attempts, now, {
             kind: "Expired",
             message: `gave up after ${attempts} attempts in ${Duration.format(age)}${last === undefined ? "" : `: ${last.message}`}`
-          }
-          const recipients = after.recipients.map((r) =>
-            r.state === "pending" ? { address: r.address, state: "failed" as const, error: r.error ?? expired } : r
-          )
-          return yield* finish(id, message, { ...after, state: "dead", recipients, lastError: expired })
+          }))
         }
         const delay = yield* retryDelay(schedule, attempts)
         const deferred: Ledger.MessageStatus = {
@@ -418,7 +452,7 @@ export const make = (options: QueueOptions = {}): Effect.Effect<MailQueue["Servi
           deferrals: after.deferrals + 1,
           nextAttemptAt: DateTime.addDuration(now, delay)
         }
-        yield* ledger.put(deferred).pipe(Effect.mapError(storeError("could not update the message's status")))
+        yield* record(deferred)
         yield* count(deferralsTotal)
         yield* Effect.logInfo(`deferred: ${after.lastError?.message ?? ""}; next attempt in ${Duration.format(delay)}`)
         return yield* new Deferral({ status: deferred })

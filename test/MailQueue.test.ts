@@ -81,6 +81,24 @@ describe("MailQueue on the TestClock", () => {
       assert.strictEqual((yield* deliverNext).state, "delivered")
     }))
 
+  it.effect("a message whose last attempt never finished (its worker died) is dead past its maximum age", () =>
+    Effect.gen(function*() {
+      const inbox = yield* Inbox.start("memory")
+      const store = yield* memoryStore
+      const p = yield* open(store, inbox, { name: "crashed", retry: { maxAge: "1 day" } })
+      const id = yield* p.queue.enqueue(message("poison@example.org"))
+      // What a worker killed during its send leaves behind.
+      const queued = Option.getOrThrow(yield* p.queue.status(id))
+      const ledger = (yield* Effect.provide(MailQueue.MailQueueStore, store)).ledgers.forQueue("crashed")
+      yield* ledger.put({ ...queued, state: "sending", attempts: 1 })
+      yield* TestClock.adjust("1 day")
+      const dead = yield* p.deliverNext
+      assert.strictEqual(dead.state, "dead")
+      assert.strictEqual(dead.lastError?.kind, "Expired")
+      assert.match(dead.lastError?.message ?? "", /the last one never finished/)
+      assert.strictEqual(inbox.messages.length, 0)
+    }))
+
   it.effect("the default backoff: 5 minutes, doubling up to an hour", () =>
     Effect.gen(function*() {
       const { deliverNext, inbox, queue } = yield* onClock({})
