@@ -210,6 +210,7 @@ export const oldestAgeGauge = Metric.gauge("mail_queue_oldest_age_seconds", {
 // Building the queue
 
 const validName = /^[A-Za-z0-9_-]{1,100}$/
+const validId = /^[\x21-\x7e]{1,200}$/
 /** PersistedQueue's largest attempt count: int32-safe for its SQL store. */
 const unlimitedAttempts = 2_147_483_647
 
@@ -344,7 +345,7 @@ export const make = (options: QueueOptions = {}): Effect.Effect<MailQueue["Servi
     const enqueue = Effect.fn("MailQueue.enqueue")(function*(message: OutgoingMessage, opts?: { readonly id?: string | undefined }) {
       const prepared = yield* Effect.fromResult(prepare(message, yield* DateTime.now))
       const id = opts?.id ?? crypto.randomUUID()
-      if (id.length === 0 || id.length > 200) return yield* invalid("a message id is 1 to 200 characters")
+      if (!validId.test(id)) return yield* invalid("a message id is 1 to 200 printable ASCII characters, no spaces")
       const created = yield* ledger.create(firstStatus(id, prepared)).pipe(Effect.mapError(storeError("could not record the message")))
       // Offered even when the id was known: PersistedQueue drops a duplicate, and an earlier
       // enqueue that crashed between the two writes is completed.

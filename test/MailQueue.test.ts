@@ -127,6 +127,18 @@ describe("MailQueue on the TestClock", () => {
       assert.match(status.lastError?.message ?? "", /connection refused/)
     }))
 
+  it.effect("a message the server cannot take as it is (SMTPUTF8 not offered) is dead at once", () =>
+    Effect.gen(function*() {
+      const { deliverNext, inbox, queue } = yield* onClock({})
+      yield* queue.enqueue(message("jöran@example.org"))
+      const dead = yield* deliverNext
+      assert.strictEqual(dead.state, "dead")
+      assert.strictEqual(dead.attempts, 1)
+      assert.strictEqual(dead.recipients[0]?.error?.kind, "Client")
+      assert.match(dead.recipients[0]?.error?.message ?? "", /SMTPUTF8/)
+      assert.strictEqual(inbox.messages.length, 0)
+    }))
+
   it.effect("a send interrupted by a shutdown puts the message back, as it was", () =>
     Effect.gen(function*() {
       const { deliverNext, inbox, queue } = yield* onClock({})

@@ -44,7 +44,7 @@ const refused = (e: SmtpError): DeliveryFailure => {
  * `SmtpClient.isTemporary`, a failed TLS handshake and a protocol error are temporary here,
  * as in an MTA: the server may be fixed before the message expires.
  */
-export const describe = (error: unknown): { readonly failure: DeliveryFailure; readonly temporary: boolean } => {
+export const failureOf = (error: unknown): { readonly failure: DeliveryFailure; readonly temporary: boolean } => {
   if (error instanceof SmtpError) return { failure: refused(error), temporary: error.isTemporary }
   if (error instanceof TransportError) {
     return { failure: { kind: "Connection", message: `${error.reason}: ${error.message}` }, temporary: true }
@@ -85,7 +85,7 @@ export const classify = (
     return { delivered: [], deferred, failed, error: (deferred[0] ?? failed[0])?.error }
   }
   const { failure: error, temporary } = failure !== undefined
-    ? describe(failure.error)
+    ? failureOf(failure.error)
     : { failure: { kind: "Defect" as const, message: Cause.pretty(exit.cause) }, temporary: true }
   const all = recipients.map((address) => ({ address, error }))
   return temporary
