@@ -238,7 +238,11 @@ const prepare = (message: OutgoingMessage, enqueuedAt: DateTime.Utc): Result.Res
     if (Result.isFailure(parsed)) return Result.fail(invalid(`<${recipient.address}>: ${parsed.failure.message}`))
     if (seen.has(recipient.address)) continue
     seen.add(recipient.address)
-    to.push(recipient.options === undefined ? { address: recipient.address } : { address: recipient.address, options: recipient.options })
+    to.push(
+      recipient.options === undefined
+        ? { address: recipient.address }
+        : { address: recipient.address, options: recipient.options }
+    )
   }
   if (to.length === 0) return Result.fail(invalid("a message needs at least one recipient"))
   if (message.from !== null) {
@@ -342,11 +346,16 @@ export const make = (options: QueueOptions = {}): Effect.Effect<MailQueue["Servi
     const attributes = { queue: name }
     const count = (metric: Metric.Metric<number, unknown>) => Metric.update(Metric.withAttributes(metric, attributes), 1)
 
-    const enqueue = Effect.fn("MailQueue.enqueue")(function*(message: OutgoingMessage, opts?: { readonly id?: string | undefined }) {
+    const enqueue = Effect.fn("MailQueue.enqueue")(function*(
+      message: OutgoingMessage,
+      opts?: { readonly id?: string | undefined }
+    ) {
       const prepared = yield* Effect.fromResult(prepare(message, yield* DateTime.now))
       const id = opts?.id ?? crypto.randomUUID()
       if (!validId.test(id)) return yield* invalid("a message id is 1 to 200 printable ASCII characters, no spaces")
-      const created = yield* ledger.create(firstStatus(id, prepared)).pipe(Effect.mapError(storeError("could not record the message")))
+      const created = yield* ledger.create(firstStatus(id, prepared)).pipe(
+        Effect.mapError(storeError("could not record the message"))
+      )
       // Offered even when the id was known: PersistedQueue drops a duplicate, and an earlier
       // enqueue that crashed between the two writes is completed.
       yield* queue.offer(prepared, { id }).pipe(
@@ -405,8 +414,8 @@ export const make = (options: QueueOptions = {}): Effect.Effect<MailQueue["Servi
         const startedAt = yield* DateTime.now
         // The previous attempt never ended (its worker died, perhaps because of this message):
         // past the maximum age or the attempts, no more tries.
-        const crashed = status.state === "sending"
-        if (crashed && (attempts > maxAttempts || Duration.isGreaterThanOrEqualTo(DateTime.distance(message.enqueuedAt, startedAt), maxAge))) {
+        const tooOld = Duration.isGreaterThanOrEqualTo(DateTime.distance(message.enqueuedAt, startedAt), maxAge)
+        if (status.state === "sending" && (attempts > maxAttempts || tooOld)) {
           return yield* finish(id, message, expire(status, attempts - 1, startedAt, {
             kind: "Expired",
             message: `gave up after ${attempts - 1} attempts: the last one never finished`
@@ -436,14 +445,16 @@ export const make = (options: QueueOptions = {}): Effect.Effect<MailQueue["Servi
         const outcome = Outcome.classify(pending, exit)
         const after = applyOutcome(sending, outcome, now)
         const anyFailed = after.recipients.some((r) => r.state === "failed")
-        if (outcome.deferred.length === 0) return yield* finish(id, message, { ...after, state: anyFailed ? "dead" : "delivered" })
+        if (outcome.deferred.length === 0) {
+          return yield* finish(id, message, { ...after, state: anyFailed ? "dead" : "delivered" })
+        }
 
         const age = DateTime.distance(message.enqueuedAt, now)
         if (Duration.isGreaterThanOrEqualTo(age, maxAge) || attempts >= maxAttempts) {
-          const last = after.lastError
+          const last = after.lastError === undefined ? "" : `: ${after.lastError.message}`
           return yield* finish(id, message, expire(after, attempts, now, {
             kind: "Expired",
-            message: `gave up after ${attempts} attempts in ${Duration.format(age)}${last === undefined ? "" : `: ${last.message}`}`
+            message: `gave up after ${attempts} attempts in ${Duration.format(age)}${last}`
           }))
         }
         const delay = yield* retryDelay(schedule, attempts)
@@ -473,7 +484,8 @@ export const make = (options: QueueOptions = {}): Effect.Effect<MailQueue["Servi
       const { depth, oldest } = yield* ledger.depth.pipe(Effect.mapError(storeError("could not read the queue's depth")))
       const oldestAge = oldest === undefined ? undefined : DateTime.distance(oldest, yield* DateTime.now)
       yield* Metric.update(Metric.withAttributes(depthGauge, attributes), depth)
-      yield* Metric.update(Metric.withAttributes(oldestAgeGauge, attributes), oldestAge === undefined ? 0 : Duration.toSeconds(oldestAge))
+      const seconds = oldestAge === undefined ? 0 : Duration.toSeconds(oldestAge)
+      yield* Metric.update(Metric.withAttributes(oldestAgeGauge, attributes), seconds)
       return { depth, oldestAge }
     })
 
@@ -481,7 +493,10 @@ export const make = (options: QueueOptions = {}): Effect.Effect<MailQueue["Servi
       name,
       enqueue,
       status: (id) =>
-        ledger.get(id).pipe(Effect.map(Option.fromUndefinedOr), Effect.mapError(storeError("could not read the message's status"))),
+        ledger.get(id).pipe(
+          Effect.map(Option.fromUndefinedOr),
+          Effect.mapError(storeError("could not read the message's status"))
+        ),
       stats,
       deliverNext,
       takeDeadLetter: (f) =>
@@ -551,11 +566,15 @@ export interface SharedStoreOptions extends StoreOptions {
   readonly pollInterval?: Duration.Input | undefined
   /** A worker renews its claim on the messages it is sending this often. Default 30 seconds. */
   readonly lockRefreshInterval?: Duration.Input | undefined
-  /** A claim not renewed for this long (its worker died) is released to other workers. Default 90 seconds (Redis), 2 minutes (SQL). */
+  /**
+   * A claim not renewed for this long (its worker died) is released to other workers.
+   * Default 90 seconds (Redis), 2 minutes (SQL).
+   */
   readonly lockExpiration?: Duration.Input | undefined
 }
 
-const retentionOf = (options: StoreOptions | undefined) => Duration.fromInputUnsafe(options?.retention ?? Ledger.defaultRetention)
+const retentionOf = (options: StoreOptions | undefined) =>
+  Duration.fromInputUnsafe(options?.retention ?? Ledger.defaultRetention)
 
 /** In memory: one process, lost with it. For development, tests and a single process that may lose mail. */
 export const layerStoreMemory = (options?: StoreOptions): Layer.Layer<MailQueueStore> =>
