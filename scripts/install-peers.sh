@@ -14,6 +14,9 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 # Dovecot's LMTP server (dovecot-core comes with it); the tests run a private instance.
 [ -x /usr/lib/dovecot/lmtp ] || need+=(dovecot-lmtpd)
+# The mail queue's stores; the tests run private instances (test/queue/support/).
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 
 [ ${#need[@]} -eq 0 ] && exit 0
 
@@ -27,8 +30,8 @@ else
   sudo=()
 fi
 export DEBIAN_FRONTEND=noninteractive
-# postfix is only wanted for smtp-source/smtp-sink and dovecot for a private LMTP instance:
-# their system services are never started. Where no policy says so already, a temporary
+# postfix is only wanted for smtp-source/smtp-sink, dovecot, redis and postgresql for private
+# instances: their system services are never started. Where no policy says so already, a temporary
 # policy-rc.d tells the packages' install scripts not to start them.
 policy=/usr/sbin/policy-rc.d
 if [ ! -e "$policy" ]; then

@@ -1,6 +1,7 @@
 /**
  * A pooled mail sender: a service that sends over reused connections, retries temporary
- * failures on a schedule, and keeps to a rate limit shared by all its connections.
+ * failures on a schedule, and keeps to a rate limit shared by all its connections, and by
+ * every process that shares a `RateLimiter` store with it.
  *
  * ```ts
  * import * as Effect from "effect/Effect"
@@ -23,6 +24,21 @@
  * A send that is interrupted is abandoned cleanly: its connection is closed, never handed to
  * another send. A connection that broke (timeout, 421, protocol error) is closed too.
  *
+ * The rate limit is kept by Effect's `RateLimiter` (`effect/persistence/RateLimiter`): the one in
+ * context when there is one, so that Mailers in several processes sharing its store (Redis) keep
+ * one limit together; otherwise one in this process's memory.
+ *
+ * ```ts
+ * import * as NodeRedis from "@effect/platform-node/NodeRedis"
+ * import * as RateLimiter from "effect/persistence/RateLimiter"
+ *
+ * const SharedLimit = RateLimiter.layer.pipe(
+ *   Layer.provide(RateLimiter.layerStoreRedis()),
+ *   Layer.provide(NodeRedis.layer({ url: "redis://127.0.0.1:6379" }))
+ * )
+ * const FleetMailer = MailerLive.pipe(Layer.provide(SharedLimit))
+ * ```
+ *
  * Retries cover a send that failed as a whole. Recipients refused while others were accepted
  * are in the result's `rejected` (with `isTemporary` on their error): sending to them again is
  * the caller's choice, as retrying the message would deliver it twice to the others.
@@ -34,15 +50,16 @@ import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as RateLimiter from "effect/persistence/RateLimiter"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import type { ConnectOptions } from "./internal/ClientConfig.ts"
 import * as Connection from "./internal/ClientConnection.ts"
 import * as Pool from "./internal/ClientPool.ts"
-import * as RateLimit from "./internal/ClientRateLimit.ts"
 import { isTemporary, type Message, type SendError, type SendResult } from "./SmtpClient.ts"
 import { SmtpError } from "./SmtpError.ts"
-import { Network, TransportError } from "./Transport.ts"
+import { formatEndpoint, Network, TransportError } from "./Transport.ts"
 
 export interface PoolOptions {
   /** Connections open at most (and sends in flight). Default 5. */
@@ -63,21 +80,43 @@ export interface RetryOptions {
   readonly while?: ((error: unknown) => boolean) | undefined
 }
 
+/**
+ * At most `messages` transactions start per `interval`, across all connections (and processes
+ * sharing the `RateLimiter` store). A send over the limit waits for its turn.
+ */
+export interface RateLimit {
+  readonly messages: number
+  readonly interval: Duration.Input
+  /**
+   * `"fixed-window"` (the default): up to `messages` start at once, the next ones in the next
+   * window. `"token-bucket"`: a burst of `messages`, then one every `interval / messages`.
+   */
+  readonly algorithm?: "fixed-window" | "token-bucket" | undefined
+  /**
+   * Mailers whose limits have the same key (and store) share one limit. Default: one key per
+   * server address, so every Mailer sending to the same server shares it.
+   */
+  readonly key?: string | undefined
+}
+
 /** Where and how to connect (as `SmtpClient.connect`), and how to pool, retry and limit. */
 export interface MailerOptions extends ConnectOptions {
   readonly pool?: PoolOptions | undefined
   /** `false` turns retries off. */
   readonly retry?: RetryOptions | false | undefined
-  /** At most `messages` transactions start in any `interval`, across all connections. */
-  readonly rateLimit?: RateLimit.RateLimit | undefined
+  /** The rate limit, kept by the `RateLimiter` in context or, without one, in memory. */
+  readonly rateLimit?: RateLimit | undefined
 }
+
+/** What `Mailer.send` can fail with: the client's failures, or the rate limit's store failing. */
+export type MailerError = SendError | RateLimiter.RateLimiterError
 
 export class Mailer extends Context.Service<Mailer, {
   /**
    * Sends one message over a pooled connection, retrying temporary failures. The body is run
    * once per attempt: a retried stream must be one that can run again.
    */
-  readonly send: <E = never, R = never>(message: Message<E, R>) => Effect.Effect<SendResult, SendError | E, R>
+  readonly send: <E = never, R = never>(message: Message<E, R>) => Effect.Effect<SendResult, MailerError | E, R>
   /** Connections open now, and how many of them are idle. */
   readonly stats: Effect.Effect<{ readonly open: number; readonly idle: number }>
 }>()("effect-smtp/Mailer") {}
@@ -93,6 +132,31 @@ class Stale extends Data.TaggedError("Stale")<{ readonly error: unknown }> {}
 
 const isStale = (error: unknown) => error instanceof TransportError || (error instanceof SmtpError && error.code === 421)
 
+/** The default key of a rate limit: the server's address. */
+const rateLimitKey = (options: ConnectOptions): string =>
+  `effect-smtp/Mailer/${
+    options.endpoint !== undefined
+      ? formatEndpoint(options.endpoint)
+      : options.path !== undefined
+      ? `unix:${options.path}`
+      : `${options.host ?? "localhost"}:${options.port ?? "default"}`
+  }`
+
+/** Waits until the next transaction fits in the rate limit. */
+const makeLimiter = (limit: RateLimit, options: ConnectOptions) =>
+  Effect.gen(function*() {
+    const shared = yield* Effect.serviceOption(RateLimiter.RateLimiter)
+    const limiter = Option.isSome(shared)
+      ? shared.value
+      : yield* RateLimiter.make.pipe(Effect.provide(RateLimiter.layerStoreMemory))
+    return Effect.asVoid(RateLimiter.sleep(limiter, {
+      key: limit.key ?? rateLimitKey(options),
+      limit: limit.messages,
+      window: limit.interval,
+      algorithm: limit.algorithm ?? "fixed-window"
+    }))
+  })
+
 /** Builds the service; the scope owns the pool (closing it says QUIT on idle connections). */
 export const make = (options: MailerOptions): Effect.Effect<Mailer["Service"], never, Network | Scope.Scope> =>
   Effect.gen(function*() {
@@ -105,10 +169,10 @@ export const make = (options: MailerOptions): Effect.Effect<Mailer["Service"], n
       open: Effect.provideService(Connection.connect(options), Network, network),
       reusable: (client: Connection.PooledClient) => client.isOpen()
     })
-    const limiter = options.rateLimit === undefined ? Effect.void : yield* RateLimit.make(options.rateLimit)
+    const limiter = options.rateLimit === undefined ? Effect.void : yield* makeLimiter(options.rateLimit, options)
     const retry = options.retry
 
-    const send = <E, R>(message: Message<E, R>): Effect.Effect<SendResult, SendError | E, R> => {
+    const send = <E, R>(message: Message<E, R>): Effect.Effect<SendResult, MailerError | E, R> => {
       const once = pool.use((client, reused) => {
         const before = client.progress()
         return client.send(message).pipe(
@@ -137,4 +201,4 @@ export const layer = (options: MailerOptions): Layer.Layer<Mailer, never, Networ
 /** Sends one message with the `Mailer` in context. */
 export const send = <E = never, R = never>(
   message: Message<E, R>
-): Effect.Effect<SendResult, SendError | E, Mailer | R> => Mailer.use((mailer) => mailer.send(message))
+): Effect.Effect<SendResult, MailerError | E, Mailer | R> => Mailer.use((mailer) => mailer.send(message))

@@ -4,6 +4,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
+import * as RateLimiter from "effect/persistence/RateLimiter"
 import * as Queue from "effect/Queue"
 import * as Schedule from "effect/Schedule"
 import * as Scope from "effect/Scope"
@@ -260,6 +261,30 @@ describe("Mailer: the rate limit", () => {
       yield* TestClock.adjust("1 second")
       yield* Fiber.join(sends)
       assert.strictEqual(server.received.length, 5)
+    }))
+
+  it.effect("a RateLimiter in context is shared by every Mailer that uses the same key", () =>
+    Effect.gen(function*() {
+      const server = yield* Scripted.ownServer()
+      const limiter = yield* RateLimiter.make.pipe(Effect.provide(RateLimiter.layerStoreMemory))
+      const shared = (key: string) =>
+        mailerFor(server, { rateLimit: { messages: 2, interval: "1 second", key } }).pipe(
+          Effect.provideService(RateLimiter.RateLimiter, limiter)
+        )
+      const [a, b, other] = [yield* shared("provider"), yield* shared("provider"), yield* shared("elsewhere")]
+      yield* a.send(message(1))
+      yield* a.send(message(2))
+      // The third message of the window waits, whichever Mailer sends it; another key does not.
+      const third = yield* Effect.forkChild(b.send(message(3)))
+      yield* other.send(message(4))
+      yield* settle
+      assert.strictEqual(server.received.length, 3)
+      yield* TestClock.adjust("999 millis")
+      yield* settle
+      assert.isUndefined(third.pollUnsafe())
+      yield* TestClock.adjust("1 millis")
+      yield* Fiber.join(third)
+      assert.strictEqual(server.received.length, 4)
     }))
 
   it.effect("Mailer.layer and Mailer.send work together", () =>

@@ -17,6 +17,9 @@ export interface RunOptions {
   readonly input?: string | Uint8Array | undefined
   readonly env?: Readonly<Record<string, string>> | undefined
   readonly cwd?: string | undefined
+  /** Run as this user and group (the test runs as root; some servers refuse to). */
+  readonly uid?: number | undefined
+  readonly gid?: number | undefined
   /** Default 20 seconds: every peer here finishes in well under one on an idle machine. */
   readonly timeout?: Duration.Input | undefined
 }
@@ -50,7 +53,9 @@ export const run = (
     const child = spawn(command, args, {
       cwd: options.cwd,
       env: { ...process.env, ...options.env },
-      stdio: ["pipe", "pipe", "pipe"]
+      stdio: ["pipe", "pipe", "pipe"],
+      ...(options.uid === undefined ? {} : { uid: options.uid }),
+      ...(options.gid === undefined ? {} : { gid: options.gid })
     })
     child.stdout.on("data", (b: Buffer) => out.push(b))
     child.stderr.on("data", (b: Buffer) => err.push(b))
@@ -89,12 +94,15 @@ export interface Daemon {
 
 /**
  * Starts a program in the background. When the scope closes, a program still running gets
- * SIGTERM, and SIGKILL if it has not exited two seconds later.
+ * SIGTERM (or `stopSignal`), and SIGKILL if it has not exited two seconds later.
  */
 export const daemon = (
   command: string,
   args: ReadonlyArray<string>,
-  options: Omit<RunOptions, "input" | "timeout"> = {}
+  options: Omit<RunOptions, "input" | "timeout"> & {
+    /** The signal that asks it to stop. Default SIGTERM. */
+    readonly stopSignal?: NodeJS.Signals | undefined
+  } = {}
 ): Effect.Effect<Daemon, ProcessError, Scope.Scope> =>
   Effect.gen(function*() {
     const out: Array<Buffer> = []
@@ -107,7 +115,9 @@ export const daemon = (
         const child = spawn(command, args, {
           cwd: options.cwd,
           env: { ...process.env, ...options.env },
-          stdio: ["ignore", "pipe", "pipe"]
+          stdio: ["ignore", "pipe", "pipe"],
+          ...(options.uid === undefined ? {} : { uid: options.uid }),
+          ...(options.gid === undefined ? {} : { gid: options.gid })
         })
         child.stdout.on("data", (b: Buffer) => out.push(b))
         child.stderr.on("data", (b: Buffer) => err.push(b))
@@ -123,7 +133,7 @@ export const daemon = (
       (child) =>
         Effect.gen(function*() {
           if (child.exitCode !== null || child.signalCode !== null) return
-          child.kill("SIGTERM")
+          child.kill(options.stopSignal ?? "SIGTERM")
           const stopped = yield* Deferred.await(exit).pipe(Effect.ignore, Effect.timeoutOption(Duration.seconds(2)))
           if (stopped._tag === "None") child.kill("SIGKILL")
         })
