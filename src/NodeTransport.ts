@@ -2,8 +2,9 @@
  * `Transport` over node:net / node:tls: TCP and Unix sockets, STARTTLS in place and
  * implicit TLS. The only module of the library that imports `node:*`.
  *
- * - Reads happen on demand: the socket stays paused and `socket.read()` is called only
- *   while a `read` is waiting, so a consumer that stops pulling applies TCP backpressure.
+ * - Reads happen on demand: the socket starts paused, and once read from it flows ('data'
+ *   events, the cheapest read path Node has) but pauses whenever `READ_AHEAD` bytes are waiting
+ *   for a `read`, so a consumer that stops pulling applies TCP backpressure.
  * - `write` waits for `'drain'` only when `socket.write()` returned false.
  * - `close` flushes (`end()`), then destroys; a short deadline bounds the flush.
  *
@@ -231,6 +232,9 @@ const serverHandshake = (
 
 type Resume<A> = (effect: Effect.Effect<A, TransportError>) => void
 
+/** Bytes read from the socket that no `read` has taken yet, past which the socket pauses. */
+const READ_AHEAD = 64 * 1024
+
 const makeConn = (socket: net.Socket, role: "server" | "client", options: MakeOptions): Transport => {
   const raw = socket
   // Replies and commands are batched into one write already: Nagle's algorithm would only
@@ -244,6 +248,12 @@ const makeConn = (socket: net.Socket, role: "server" | "client", options: MakeOp
   let secure: tls.TLSSocket | undefined
   let tlsState: TlsState | undefined
   let waiter: Resume<Uint8Array | undefined> | undefined
+  // Chunks no read has taken yet, oldest first (rarely more than one).
+  let ahead: Array<Buffer> = []
+  let aheadBytes = 0
+  let pausedAhead = false
+  // A 'data' listener is on `current`: set by the first read, kept across a TLS upgrade.
+  let flowing = false
   let failure: TransportError | undefined
   // The socket closed: a failure too, built (with its stack trace) only when something fails with it.
   let peerClosed = false
@@ -261,24 +271,44 @@ const makeConn = (socket: net.Socket, role: "server" | "client", options: MakeOp
     return failure
   }
 
+  const takeAhead = (): Buffer => {
+    const chunk = ahead.length === 1 ? ahead.pop()! : ahead.shift()!
+    aheadBytes -= chunk.length
+    if (pausedAhead && aheadBytes < READ_AHEAD) {
+      pausedAhead = false
+      current?.resume()
+    }
+    return chunk
+  }
+
   const wake = () => {
     if (waiter === undefined) return
     let result: Effect.Effect<Uint8Array | undefined, TransportError> | undefined
     if (closing) result = Effect.fail(closedLocally())
+    else if (ahead.length > 0) result = Effect.succeed(takeAhead())
+    else if (eof && current !== undefined) result = Effect.succeed(undefined)
     else {
-      // In paused mode read() returns everything Node has buffered, or null.
-      const chunk = current === undefined ? null : current.read() as Buffer | null
-      if (chunk !== null) result = Effect.succeed(chunk)
-      else if (eof && current !== undefined) result = Effect.succeed(undefined)
-      else {
-        const f = currentFailure()
-        if (f !== undefined) result = Effect.fail(f)
-      }
+      const f = currentFailure()
+      if (f !== undefined) result = Effect.fail(f)
     }
     if (result === undefined) return
     const resume = waiter
     waiter = undefined
     resume(result)
+  }
+
+  const onData = (chunk: Buffer) => {
+    if (waiter !== undefined && ahead.length === 0 && !closing) {
+      const resume = waiter
+      waiter = undefined
+      return resume(Effect.succeed(chunk))
+    }
+    ahead.push(chunk)
+    aheadBytes += chunk.length
+    if (aheadBytes >= READ_AHEAD && !pausedAhead) {
+      pausedAhead = true
+      current?.pause()
+    }
   }
 
   const onEnd = () => {
@@ -293,14 +323,22 @@ const makeConn = (socket: net.Socket, role: "server" | "client", options: MakeOp
     peerClosed = true
     wake()
   }
-  let readableAttached = false
   const attach = (s: net.Socket) => {
     s.on("end", onEnd).on("error", onError).on("close", onClose)
-    // 'readable' starts Node's reading, so it is added on the first read only.
-    if (readableAttached) s.on("readable", wake)
+    // Reading starts with the first read.
+    if (flowing) s.on("data", onData).resume()
   }
+  /**
+   * Stops reading from `s` for a TLS upgrade: what was read ahead goes back to the socket, where
+   * Node hands it to the TLS engine (an early ClientHello is kept, injected plaintext fails).
+   */
   const detach = (s: net.Socket) => {
-    s.off("readable", wake).off("end", onEnd).off("error", onError).off("close", onClose)
+    s.off("data", onData).off("end", onEnd).off("error", onError).off("close", onClose)
+    s.pause()
+    pausedAhead = false
+    for (let i = ahead.length - 1; i >= 0; i--) s.unshift(ahead[i]!)
+    ahead = []
+    aheadBytes = 0
   }
   // An 'error' without a listener crashes the process, whatever state we are in.
   raw.on("error", ignore)
@@ -315,20 +353,25 @@ const makeConn = (socket: net.Socket, role: "server" | "client", options: MakeOp
   }
   attach(raw)
 
-  const read: Effect.Effect<Uint8Array | undefined, TransportError> = Effect.callback((resume) => {
-    if (waiter !== undefined) {
-      return resume(Effect.fail(new TransportError({ reason: "Read", message: "another read is already pending" })))
-    }
-    if (!readableAttached) {
-      readableAttached = true
-      current?.on("readable", wake)
-    }
+  const cancelRead = Effect.sync(() => {
+    waiter = undefined // interrupted: the next read takes over
+  })
+  const awaitChunk: Effect.Effect<Uint8Array | undefined, TransportError> = Effect.callback((resume) => {
     waiter = resume
+    if (!flowing) {
+      flowing = true
+      // (a socket accepted with pauseOnConnect does not start flowing on its own)
+      current?.on("data", onData).resume()
+    }
     wake()
-    if (waiter !== resume) return // resumed synchronously
-    return Effect.sync(() => {
-      if (waiter === resume) waiter = undefined // interrupted: the next read takes over
-    })
+    return waiter === resume ? cancelRead : undefined // undefined: resumed synchronously
+  })
+  const read: Effect.Effect<Uint8Array | undefined, TransportError> = Effect.suspend(() => {
+    if (waiter !== undefined) {
+      return Effect.fail(new TransportError({ reason: "Read", message: "another read is already pending" }))
+    }
+    if (ahead.length > 0 && !closing) return Effect.succeed(takeAhead())
+    return awaitChunk
   })
 
   const awaitDrain = (s: net.Socket): Effect.Effect<void, TransportError> =>
@@ -459,7 +502,8 @@ const makeConn = (socket: net.Socket, role: "server" | "client", options: MakeOp
     // sends until it closes too. Destroying a socket with unread input makes the kernel send a
     // reset, which can destroy our final reply (a 421, a 500) before the peer has read it.
     s.once("finish", () => {
-      s.off("readable", wake) // with a 'readable' listener, resume() would do nothing
+      s.off("data", onData)
+      ahead = []
       s.on("data", ignore)
       s.once("end", destroyAll)
       s.resume()
