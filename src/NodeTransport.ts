@@ -1,6 +1,7 @@
 /**
  * `Transport` over node:net / node:tls: TCP and Unix sockets, STARTTLS in place and
- * implicit TLS. The only module of the library that imports `node:*`.
+ * implicit TLS. The only module of the library that imports `node:*` (with
+ * internal/UnixSocketAccess, which resolves a socket's owner and group).
  *
  * - Reads happen on demand: the socket stays paused and `socket.read()` is called only
  *   while a `read` is waiting, so a consumer that stops pulling applies TCP backpressure.
