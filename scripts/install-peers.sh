@@ -12,6 +12,8 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 [ -x /usr/sbin/smtp-source ] || need+=(postfix)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+# aiosmtpd for Debian's own Python (a python3 earlier on PATH, e.g. pyenv's, would not see it).
+/usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || need+=(python3-aiosmtpd)
 # Dovecot's LMTP server (dovecot-core comes with it); the tests run a private instance.
 [ -x /usr/lib/dovecot/lmtp ] || need+=(dovecot-lmtpd)
 # The mail queue's stores; the tests run private instances (test/queue/support/).
@@ -30,8 +32,9 @@ else
   sudo=()
 fi
 export DEBIAN_FRONTEND=noninteractive
-# postfix is only wanted for smtp-source/smtp-sink, dovecot, redis and postgresql for private
-# instances: their system services are never started. Where no policy says so already, a temporary
+# postfix and dovecot are wanted for private instances the tests start themselves (and
+# smtp-source/smtp-sink), redis and postgresql for the queue's stores: their system services are
+# never started. Where no policy says so already, a temporary
 # policy-rc.d tells the packages' install scripts not to start them.
 policy=/usr/sbin/policy-rc.d
 if [ ! -e "$policy" ]; then

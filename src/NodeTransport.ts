@@ -1,6 +1,7 @@
 /**
  * `Transport` over node:net / node:tls: TCP and Unix sockets, STARTTLS in place and
- * implicit TLS. The only module of the library that imports `node:*`.
+ * implicit TLS. The only module of the library that imports `node:*` (with
+ * internal/UnixSocketAccess, which resolves a socket's owner and group).
  *
  * - Reads happen on demand: the socket starts paused, and once read from it flows ('data'
  *   events, the cheapest read path Node has) but pauses whenever `READ_AHEAD` bytes are waiting
@@ -17,7 +18,9 @@ import * as Queue from "effect/Queue"
 import type * as Scope from "effect/Scope"
 import * as fs from "node:fs"
 import * as net from "node:net"
+import { dirname, join } from "node:path"
 import * as tls from "node:tls"
+import * as UnixSocketAccess from "./internal/UnixSocketAccess.ts"
 import {
   type ConnectOptions,
   type Endpoint,
@@ -30,7 +33,8 @@ import {
   type TlsServerOptions,
   type TlsState,
   type Transport,
-  TransportError
+  TransportError,
+  type UnixSocketAccess as Access
 } from "./Transport.ts"
 
 /** Options of {@link make} / {@link makeUnsafe}. */
@@ -583,6 +587,45 @@ const removeSocketFile = (path: string) => {
   }
 }
 
+const inUse = (path: string) => new Error(`address already in use: ${path}`)
+
+// Where a socket is about to be renamed into place there may be nothing, or a stale socket
+// (left by a process that died), which the rename replaces.
+const checkFreeForSocket = (path: string): Effect.Effect<void, unknown> =>
+  Effect.suspend(() => {
+    if (!fs.existsSync(path)) return Effect.void
+    if (!isSocketFile(path)) return Effect.fail(inUse(path))
+    return Effect.flatMap(unixSocketAlive(path), (alive) => alive ? Effect.fail(inUse(path)) : Effect.void)
+  })
+
+/**
+ * A Unix socket with a mode, owner or group must never be reachable without them. It is bound
+ * in a fresh directory that only this process's user can enter (mkdtemp makes it 0700), given
+ * its mode and owner there, then renamed into place: one atomic step for whoever connects.
+ */
+const bindUnixWithAccess = (
+  server: net.Server,
+  path: string,
+  backlog: number | undefined,
+  access: Access
+): Effect.Effect<void, unknown> =>
+  Effect.gen(function*() {
+    if (isAbstract(path)) return yield* Effect.fail(new Error("an abstract socket has no file mode or owner"))
+    const { gid, mode, uid } = yield* UnixSocketAccess.resolve(access)
+    yield* checkFreeForSocket(path)
+    const staging = yield* Effect.try(() => fs.mkdtempSync(join(dirname(path), ".sock-")))
+    const staged = join(staging, "s")
+    yield* bind(server, { _tag: "Unix", path: staged }, backlog).pipe(
+      Effect.andThen(Effect.try(() => {
+        fs.chmodSync(staged, mode)
+        if (uid !== -1 || gid !== -1) fs.chownSync(staged, uid, gid)
+        fs.renameSync(staged, path)
+      })),
+      Effect.tapError(() => Effect.sync(() => server.close())),
+      Effect.ensuring(Effect.sync(() => fs.rmSync(staging, { recursive: true, force: true })))
+    )
+  })
+
 /**
  * Binds a listening socket; the scope owns it. Closing the scope stops accepting, closes the
  * listening socket (a Unix socket file is removed) and destroys connections Node accepted that
@@ -594,7 +637,8 @@ const removeSocketFile = (path: string) => {
  *
  * With `tls`, the handshake is done before `accept` returns the connection; a connection whose
  * handshake fails is dropped silently. Unix socket: a stale socket file (nothing listening) is
- * replaced; a live one is an error ("Listen").
+ * replaced; a live one is an error ("Listen"). With `unix` access options the socket appears at
+ * its path with its mode, owner and group already set.
  */
 export const listen = (options: ListenOptions): Effect.Effect<Listener, TransportError, Scope.Scope> =>
   Effect.gen(function*() {
@@ -613,9 +657,12 @@ export const listen = (options: ListenOptions): Effect.Effect<Listener, Transpor
     server.on("error", ignore) // after listening: accept errors (EMFILE...) land here; the server keeps listening
 
     yield* Effect.acquireRelease(
-      bind(server, endpoint, options.backlog).pipe(
+      (endpoint._tag === "Unix" && options.unix !== undefined
+        ? bindUnixWithAccess(server, endpoint.path, options.backlog, options.unix)
+        : bind(server, endpoint, options.backlog)).pipe(
         Effect.catch((cause) =>
-          endpoint._tag === "Unix" && errorCode(cause) === "EADDRINUSE" && isSocketFile(endpoint.path)
+          endpoint._tag === "Unix" && options.unix === undefined && errorCode(cause) === "EADDRINUSE" &&
+            isSocketFile(endpoint.path)
             ? Effect.flatMap(unixSocketAlive(endpoint.path), (alive) => {
               if (alive) return Effect.fail(cause)
               removeSocketFile(endpoint.path) // stale: left by a process that died

@@ -95,6 +95,7 @@ export const make = Effect.fnUntraced(function*(
   for (const spec of c.listen) {
     const l = yield* network.listen({
       endpoint: spec.endpoint,
+      unix: spec.unix,
       tls: spec.implicitTls ? implicitTls : undefined,
       // Clients that never finish a handshake would otherwise escape maxConnections.
       maxHandshakes: c.maxConnections

@@ -110,9 +110,28 @@ export interface Listener {
   readonly accept: Effect.Effect<Transport, TransportError>
 }
 
+/**
+ * Who may connect to a Unix socket listener: the socket file's mode, owner and group (Dovecot's
+ * `unix_listener { mode, user, group }`). The socket appears at its path only once they are set.
+ * Changing the owner needs root; the group can be any group the process belongs to.
+ */
+export interface UnixSocketAccess {
+  /** File mode, e.g. `0o660`. Default `0o660` when `group` is given, `0o600` otherwise. */
+  readonly mode?: number | undefined
+  /** The owner: a user name or a uid. Default the process's user. */
+  readonly owner?: string | number | undefined
+  /** The group: a group name or a gid. Default the process's group. */
+  readonly group?: string | number | undefined
+}
+
 /** What a listener binds to. */
 export interface ListenOptions {
   readonly endpoint: Endpoint
+  /**
+   * Unix socket endpoints: the socket file's mode, owner and group. Without it the file gets
+   * the mode the process's umask leaves (with the usual 022, only its owner can connect).
+   */
+  readonly unix?: UnixSocketAccess | undefined
   /** Implicit TLS: every accepted connection is TLS from the start. */
   readonly tls?: TlsServerOptions | undefined
   /** Backlog for the kernel's accept queue. */

@@ -4,12 +4,17 @@
 import * as Duration from "effect/Duration"
 import { defaultFor, type EnhancedCode } from "../EnhancedCode.ts"
 import type { BareLineEndingPolicy } from "./DotCodec.ts"
-import type { Endpoint, TlsServerOptions } from "../Transport.ts"
+import type { Endpoint, TlsServerOptions, UnixSocketAccess } from "../Transport.ts"
 
 /** One listening socket. `implicitTls` listeners speak TLS from the first byte (port 465). */
 export interface ListenSpec {
   readonly endpoint: Endpoint
   readonly implicitTls?: boolean | undefined
+  /**
+   * A Unix socket's mode, owner and group, e.g. `{ mode: 0o660, group: "postfix" }` for
+   * Postfix's LMTP client. The socket is reachable only once they are set.
+   */
+  readonly unix?: UnixSocketAccess | undefined
 }
 
 /** Extensions that can be switched on or off; each is advertised only when on and usable. */

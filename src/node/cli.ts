@@ -20,6 +20,7 @@ import * as fs from "node:fs"
 import * as DevServer from "./DevServer.ts"
 import * as SelfSigned from "./SelfSigned.ts"
 import * as SmtpServer from "../SmtpServer.ts"
+import type { Endpoint } from "../Transport.ts"
 import { UsageError, writeStderr, writeStdout } from "./output.ts"
 import { sendCommand } from "./send.ts"
 
@@ -47,6 +48,15 @@ const serveFlags = {
   lmtp: flag("lmtp", "Speak LMTP instead of SMTP on every listener"),
   tlsListen: repeated(Flag.String("tls-listen").pipe(
     Flag.withDescription("HOST:PORT or unix:PATH for implicit TLS (repeatable)")
+  )),
+  unixMode: Flag.optional(Flag.String("unix-mode").pipe(
+    Flag.withDescription("Octal mode of every unix: listener's socket, e.g. 0660 (default 0660 with --unix-group, else 0600)")
+  )),
+  unixOwner: Flag.optional(Flag.String("unix-owner").pipe(
+    Flag.withDescription("User (name or uid) owning every unix: listener's socket; needs root")
+  )),
+  unixGroup: Flag.optional(Flag.String("unix-group").pipe(
+    Flag.withDescription("Group (name or gid) of every unix: listener's socket")
   )),
   tlsCert: Flag.optional(Flag.String("tls-cert").pipe(Flag.withDescription("PEM certificate chain (enables STARTTLS)"))),
   tlsKey: Flag.optional(Flag.String("tls-key").pipe(Flag.withDescription("PEM private key for --tls-cert"))),
@@ -89,10 +99,27 @@ const parseAll = <A>(items: ReadonlyArray<string>, f: (s: string) => A): Effect.
 
 const usage = (message: string) => new UsageError({ message })
 
+/** `--unix-mode`, `--unix-owner`, `--unix-group`: for every `unix:` listener (and only with one). */
+const unixAccess = (input: ServeInput, endpoints: ReadonlyArray<Endpoint>) =>
+  Effect.gen(function*() {
+    const mode = Option.getOrUndefined(input.unixMode)
+    const owner = Option.getOrUndefined(input.unixOwner)
+    const group = Option.getOrUndefined(input.unixGroup)
+    if (mode === undefined && owner === undefined && group === undefined) return undefined
+    if (!endpoints.some((e) => e._tag === "Unix")) {
+      return yield* usage("--unix-mode, --unix-owner and --unix-group need a unix:PATH listener")
+    }
+    if (mode !== undefined && !/^0?[0-7]{3}$/.test(mode)) {
+      return yield* usage(`invalid --unix-mode "${mode}": expected an octal mode such as 0660`)
+    }
+    return { mode: mode === undefined ? undefined : Number.parseInt(mode, 8), owner, group }
+  })
+
 const serve = (input: ServeInput) =>
   Effect.gen(function*() {
     const listen = yield* parseAll(input.listen.length > 0 ? input.listen : ["127.0.0.1:2525"], SmtpServer.parseListenAddress)
     const tlsListen = yield* parseAll(input.tlsListen, SmtpServer.parseListenAddress)
+    const unix = yield* unixAccess(input, [...listen, ...tlsListen])
     const faults: Array<DevServer.Fault> = []
     for (const rule of input.fault) {
       const f = DevServer.parseFault(rule)
@@ -139,8 +166,8 @@ const serve = (input: ServeInput) =>
       emit,
       server: {
         listen: [
-          ...listen.map((endpoint) => ({ endpoint })),
-          ...tlsListen.map((endpoint) => ({ endpoint, implicitTls: true }))
+          ...listen.map((endpoint) => ({ endpoint, unix })),
+          ...tlsListen.map((endpoint) => ({ endpoint, implicitTls: true, unix }))
         ],
         domain: input.domain,
         protocol: input.lmtp ? "lmtp" : "smtp",
@@ -173,6 +200,10 @@ const serveCommand = Command.make("serve", serveFlags, serve).pipe(
   Command.withExamples([
     { command: "effect-smtp serve", description: "Catch mail on 127.0.0.1:2525 into ./maildir" },
     { command: "effect-smtp serve --lmtp --listen unix:/tmp/lmtp.sock", description: "An LMTP delivery agent" },
+    {
+      command: "effect-smtp serve --lmtp --listen unix:/run/esmtp/lmtp --unix-owner postfix --unix-mode 0600",
+      description: "An LMTP socket for Postfix's lmtp client (which runs as postfix)"
+    },
     {
       command: "effect-smtp serve --fault 'rcpt:^nobody@=550 5.1.1 No such user'",
       description: "Refuse one recipient"

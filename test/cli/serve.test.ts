@@ -131,6 +131,18 @@ describe("effect-smtp serve", () => {
     assert.deepStrictEqual(received.to, ["one@example.com"])
   })
 
+  it("a Unix socket with --unix-mode and --unix-owner; an unknown owner is a clear error", async () => {
+    const socket = path.join(tmp, `owned-${process.pid}.sock`)
+    await serve(["--lmtp", "--listen", `unix:${socket}`, "--unix-owner", "nobody", "--unix-mode", "0640"])
+    const stat = fs.lstatSync(socket)
+    assert.deepStrictEqual([stat.isSocket(), stat.mode & 0o7777, stat.uid], [true, 0o640, 65534])
+    const other = path.join(tmp, `unknown-${process.pid}.sock`)
+    const { code, stderr } = await Cli.run(["serve", "--listen", `unix:${other}`, "--unix-owner", "no-such-user-here"])
+    assert.strictEqual(code, 1)
+    assert.include(stderr, `cannot listen on unix:${other}: unknown user "no-such-user-here"`)
+    assert.isFalse(fs.existsSync(other))
+  })
+
   it("STARTTLS with a self-signed certificate, and AUTH", async () => {
     const { r, listening } = await serve(["--listen", "127.0.0.1:0", "--tls-self-signed", "--auth", "alice:s3cret"])
     assert.strictEqual(listening[0]!.tls, "starttls")
@@ -206,7 +218,9 @@ describe("effect-smtp serve", () => {
         ["serve", "--tls-listen", "127.0.0.1:0"],
         ["serve", "--read-timeout", "soon"],
         ["serve", "--bare-lf", "sometimes"],
-        ["serve", "--auth", "nopassword"]
+        ["serve", "--auth", "nopassword"],
+        ["serve", "--unix-mode", "0660"],
+        ["serve", "--listen", "unix:/tmp/x.sock", "--unix-mode", "rw-rw----"]
       ]
     ) {
       const { code, stderr } = await Cli.run(args)

@@ -95,6 +95,31 @@ with smtplib.SMTP("127.0.0.1", args["port"], timeout=15) as s:
       }))
   }
 
+  it.live("STARTTLS starts the session over: an AUTH and a MAIL from the plaintext part are forgotten", () =>
+    Effect.gen(function*() {
+      const server = yield* startServer({ allowInsecureAuth: true })
+      const files = yield* Files.scratch
+      const result = yield* python(
+        `
+with smtplib.SMTP("127.0.0.1", args["port"], local_hostname="client.test", timeout=15) as s:
+    s.login("alice", args["password"])
+    plain_mail = s.mail("py@example.org")[0]
+    s.starttls(context=ssl.create_default_context(cafile=args["ca"]))
+    s.ehlo()
+    rcpt_without_mail = s.rcpt("a@example.net")
+    s.login("alice", args["password"])
+    s.sendmail("alice@example.org", ["a@example.net"], b"Subject: after STARTTLS\\r\\n\\r\\nhi\\r\\n")
+    done({"plainMail": plain_mail, "rcpt": [rcpt_without_mail[0], rcpt_without_mail[1].decode()]})
+`,
+        { port: server.port(), ca: files.caFile(), password: users.alice }
+      )
+      // The RCPT has no transaction to join, and a second login() is not "503 Already authenticated".
+      assert.deepStrictEqual(result, { plainMail: 250, rcpt: [503, "5.5.1 Send MAIL FROM first"] })
+      assert.strictEqual(server.received.length, 1)
+      assert.strictEqual(server.received[0]!.authenticatedAs, "alice")
+      assert.isDefined(server.received[0]!.tls)
+    }))
+
   it.live("a wrong password: SMTPAuthenticationError 535 5.7.8; login() tries 3 mechanisms, the 3rd failure ends the connection", () =>
     Effect.gen(function*() {
       const server = yield* startServer()

@@ -91,3 +91,61 @@ service lmtp {
       }
     }
   })
+
+/** A private Dovecot that only authenticates: the SASL service Postfix's smtpd asks. */
+export interface DovecotAuth {
+  /** The auth socket (Postfix: `smtpd_sasl_type = dovecot`, `smtpd_sasl_path = <socket>`). */
+  readonly socket: string
+}
+
+/**
+ * Starts Dovecot's auth service alone (`protocols = none`), with users and plaintext passwords
+ * from a passwd-file (so every mechanism, SCRAM-SHA-256 included, can be offered), listening on
+ * a Unix socket anybody may connect to (Postfix's smtpd runs as `postfix`).
+ */
+export const startAuth = (
+  files: Scratch,
+  users: Readonly<Record<string, string>>
+): Effect.Effect<DovecotAuth, ProcessError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const dir = files.dir
+    const socket = files.path("auth.sock")
+    const asRoot = process.getuid?.() === 0
+    const me = os.userInfo()
+    if (asRoot) fs.chmodSync(dir, 0o755)
+    files.write("passwords", Object.entries(users).map(([name, password]) => `${name}:{PLAIN}${password}\n`).join(""))
+    const config = files.write(
+      "dovecot-auth.conf",
+      `
+base_dir = ${dir}/auth-run
+state_dir = ${dir}/auth-state
+instance_name = effect-smtp-auth-${process.pid}-${Math.random().toString(36).slice(2)}
+log_path = /dev/stderr
+protocols = none
+listen = 127.0.0.1
+ssl = no
+default_internal_user = ${asRoot ? "dovecot" : me.username}
+default_internal_group = ${asRoot ? "dovecot" : me.username}
+default_login_user = ${asRoot ? "dovenull" : me.username}
+auth_mechanisms = plain login cram-md5 scram-sha-256
+# No pause after a failed login: the tests try wrong passwords on purpose.
+auth_failure_delay = 0
+passdb {
+  driver = passwd-file
+  args = ${dir}/passwords
+}
+userdb {
+  driver = static
+  args = uid=65534 gid=65534 home=/nonexistent
+}
+service auth {
+  unix_listener ${socket} {
+    mode = 0666
+  }
+}
+`
+    )
+    const dovecot = yield* daemon("/usr/sbin/dovecot", ["-F", "-c", config])
+    yield* dovecot.listening(socket)
+    return { socket }
+  })

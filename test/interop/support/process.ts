@@ -39,11 +39,17 @@ export class ProcessError extends Data.TaggedError("ProcessError")<{
   readonly stderr: string
 }> {}
 
-/** Runs `command args…` and waits for it to exit (whatever its exit code). */
+/** Runs `command args…` and waits for it to exit (whatever its exit code); each run of the Effect runs it anew. */
 export const run = (
   command: string,
   args: ReadonlyArray<string>,
   options: RunOptions = {}
+): Effect.Effect<RunResult, ProcessError> => Effect.suspend(() => runOnce(command, args, options))
+
+const runOnce = (
+  command: string,
+  args: ReadonlyArray<string>,
+  options: RunOptions
 ): Effect.Effect<RunResult, ProcessError> => {
   const out: Array<Buffer> = []
   const err: Array<Buffer> = []

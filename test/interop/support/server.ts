@@ -17,7 +17,7 @@ import * as NodeTransport from "../../../src/NodeTransport.ts"
 import * as Sasl from "../../../src/Sasl.ts"
 import type { SmtpError } from "../../../src/SmtpError.ts"
 import { layer, type ServerOptions, SmtpServer } from "../../../src/SmtpServer.ts"
-import type { Endpoint, TlsState, TransportError } from "../../../src/Transport.ts"
+import type { Endpoint, Network, TlsState, TransportError } from "../../../src/Transport.ts"
 import { testCerts } from "../../support/certs.ts"
 
 /** One message the backend accepted. */
@@ -135,20 +135,24 @@ const recordingBackend = (behaviour: Behaviour, received: Array<Received>, sessi
  * are configured unless `tls: undefined` is passed explicitly.
  */
 export const start = (
-  options: Partial<ServerOptions> & { readonly behaviour?: Behaviour | undefined }
+  options: Partial<ServerOptions> & {
+    readonly behaviour?: Behaviour | undefined
+    /** Default Node's network (`NodeTransport.layer`). */
+    readonly network?: Layer.Layer<Network> | undefined
+  }
 ): Effect.Effect<Running, TransportError, Scope.Scope> =>
   Effect.gen(function*() {
     const received: Array<Received> = []
     const sessions = { count: 0 }
     const certs = testCerts()
-    const { behaviour, ...serverOptions } = options
+    const { behaviour, network, ...serverOptions } = options
     const backend = Layer.effect(Backend, recordingBackend(behaviour ?? {}, received, sessions))
     const ctx = yield* Layer.build(
       layer({
         listen: [tcp()],
         tls: { key: certs.server.key, cert: certs.server.cert },
         ...serverOptions
-      }).pipe(Layer.provide(backend), Layer.provide(NodeTransport.layer))
+      }).pipe(Layer.provide(backend), Layer.provide(network ?? NodeTransport.layer))
     )
     const endpoints = Context.get(ctx, SmtpServer).listeners.map((l) => l.endpoint)
     return {
