@@ -14,6 +14,8 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 # Dovecot's LMTP server (dovecot-core comes with it); the tests run a private instance.
 [ -x /usr/lib/dovecot/lmtp ] || need+=(dovecot-lmtpd)
+# A real browser for the web inbox's page tests (driven by playwright-core, headless).
+[ -x /usr/bin/chromium ] || need+=(chromium)
 
 [ ${#need[@]} -eq 0 ] && exit 0
 
