@@ -3,7 +3,7 @@
  * and comes out parsed, raw, searched, waited for, deleted, and kept across a restart. Hostile
  * mail gets its own section.
  */
-import { afterAll, afterEach, assert, describe, it } from "@effect/vitest"
+import { afterAll, afterEach, assert, beforeAll, describe, it } from "@effect/vitest"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import * as Cli from "../support/cli.ts"
@@ -322,3 +322,199 @@ const rawGet = async (inbox: Inbox, host: string): Promise<string> => {
     socket.setEncoding("utf8").on("data", (c: string) => (data += c)).on("end", () => resolve(data)).on("error", reject)
   })
 }
+
+describe("hostile mail", () => {
+  let inbox: Inbox
+  beforeAll(async () => {
+    inbox = await start(fs.mkdtempSync(path.join(tmp, "hostile-")))
+  })
+  afterAll(() => inbox.r.stop("SIGKILL"))
+
+  /** Sends `body` to a fresh address, and returns the API's view of it (and its summary). */
+  const deliver = async (body: string | Uint8Array) => {
+    const to = `r${Math.random().toString(36).slice(2)}@example.com`
+    await send(inbox, body, { to: [to] })
+    const summary = (await getJson(inbox, `/api/messages?to=${to}`)).body.messages[0]
+    const detail = await getJson(inbox, `/api/messages/${encodeURIComponent(summary.id)}`)
+    assert.strictEqual(detail.status, 200)
+    const raw = Buffer.from(await (await fetch(`${inbox.url}/api/messages/${encodeURIComponent(summary.id)}/raw`)).arrayBuffer())
+    assert.deepStrictEqual(raw, Buffer.from(body), "the source is always the exact bytes")
+    return { summary, message: detail.body }
+  }
+
+  it("malformed MIME: unterminated multipart, broken base64, unknown encodings, no boundary", async () => {
+    const broken = await deliver(crlf(
+      "Subject: broken",
+      "Content-Type: multipart/mixed; boundary=\"zzz\"",
+      "",
+      "--zzz",
+      "Content-Type: text/plain",
+      "",
+      "part one",
+      "--zzz",
+      "Content-Type: application/pdf; name=x.pdf",
+      "Content-Transfer-Encoding: base64",
+      "",
+      "!!!not base64 at all@@@",
+      "--zzz",
+      "Content-Type: text/plain",
+      "Content-Transfer-Encoding: x-martian",
+      "",
+      "part three, never closed"
+    ))
+    assert.strictEqual(broken.summary.subject, "broken")
+    assert.include(broken.message.text, "part one")
+    const boundaryless = await deliver(crlf("Subject: no boundary", "Content-Type: multipart/mixed", "", "just stuff"))
+    assert.strictEqual(boundaryless.summary.subject, "no boundary")
+  })
+
+  it("parts nested deeper than the parser's limit", async () => {
+    const depth = 150
+    const open = Array.from({ length: depth }, (_, i) => `Content-Type: multipart/mixed; boundary=b${i}\r\n\r\n--b${i}\r\n`).join("")
+    const close = Array.from({ length: depth }, (_, i) => `\r\n--b${depth - 1 - i}--`).join("")
+    const nested = await deliver(`Subject: deep\r\n${open}Content-Type: text/plain\r\n\r\nbottom${close}\r\n`)
+    assert.strictEqual(nested.summary.problems.length, 1)
+    assert.match(nested.summary.problems[0], /could not be parsed/)
+  })
+
+  it("a huge header is refused by the parser but the message stays readable as source", async () => {
+    const folded = Array.from({ length: 3500 }, () => " " + "x".repeat(900)).join("\r\n")
+    const huge = await deliver(`X-Huge:${folded}\r\nSubject: huge\r\n\r\nbody\r\n`)
+    assert.match(huge.summary.problems[0], /could not be parsed: Maximum header size/)
+    assert.isNull(huge.message.text)
+    const html = await fetch(`${inbox.url}/api/messages/${encodeURIComponent(huge.summary.id)}/html`)
+    assert.strictEqual(html.status, 404)
+    // Large but within the limit: parsed.
+    const long = "word ".repeat(20_000).trim()
+    const big = await deliver(crlf(`Subject: ${long.replace(/(.{900}) /g, "$1\r\n ")}`, "", "x"))
+    assert.strictEqual(big.summary.subject, long)
+  })
+
+  it("HTML with scripts and remote images gets a policy that runs and fetches nothing", async () => {
+    const html = await deliver(crlf(
+      "Subject: tracking you",
+      "Content-Type: multipart/mixed; boundary=b",
+      "",
+      "--b",
+      "Content-Type: text/html",
+      "",
+      "<script>fetch('https://tracker.example/js')</script>",
+      "<img src=\"https://tracker.example/pixel.gif\" onerror=\"alert(1)\"><a href=\"javascript:alert(2)\">x</a>",
+      "--b",
+      "Content-Type: text/html; name=page.html",
+      "Content-Disposition: attachment; filename=page.html",
+      "",
+      "<script>alert(3)</script>",
+      "--b--"
+    ))
+    assert.isTrue(html.message.remoteContent)
+    const doc = await fetch(`${inbox.url}/api/messages/${encodeURIComponent(html.summary.id)}/html`)
+    const policy = doc.headers.get("content-security-policy")!
+    assert.strictEqual(
+      policy,
+      "default-src 'none'; img-src data:; style-src 'unsafe-inline'; font-src data:; form-action 'none'; frame-ancestors 'self'; sandbox allow-popups allow-popups-to-escape-sandbox"
+    )
+    assert.notInclude(policy, "script-src")
+    assert.notInclude(policy, "allow-scripts")
+    assert.notInclude(policy, "allow-same-origin")
+    const remote = await fetch(`${inbox.url}/api/messages/${encodeURIComponent(html.summary.id)}/html?remote=1`)
+    assert.include(remote.headers.get("content-security-policy")!, "img-src data: https: http:")
+    assert.notInclude(remote.headers.get("content-security-policy")!, "script")
+    // An HTML attachment is downloaded, never shown as a page of the inbox.
+    const page = html.message.attachments.find((a: { filename: string }) => a.filename === "page.html")
+    const attachment = await fetch(inbox.url + page.url)
+    assert.match(attachment.headers.get("content-disposition")!, /^attachment;/)
+    assert.strictEqual(attachment.headers.get("content-security-policy"), "default-src 'none'; sandbox")
+    assert.strictEqual(attachment.headers.get("x-content-type-options"), "nosniff")
+  })
+
+  it("non-UTF-8 charsets: Latin-1, Windows-1251, ISO-2022-JP, Shift_JIS, an unknown one, raw 8-bit headers", async () => {
+    const latin1 = await deliver(Buffer.concat([
+      Buffer.from(crlf(
+        "Subject: =?ISO-8859-1?Q?Caf=E9_cr=E8me?=",
+        "Content-Type: text/plain; charset=iso-8859-1",
+        "Content-Transfer-Encoding: 8bit",
+        ""
+      )),
+      Buffer.from("Un caf\xe9, s'il vous pla\xeet.\r\n", "latin1")
+    ]))
+    assert.strictEqual(latin1.summary.subject, "Café crème")
+    assert.strictEqual(latin1.message.text.trim(), "Un café, s'il vous plaît.")
+
+    const cyrillic = await deliver(crlf(
+      "Subject: =?windows-1251?B?z/Do4uXy?=",
+      "Content-Type: text/plain; charset=windows-1251",
+      "Content-Transfer-Encoding: quoted-printable",
+      "",
+      "=CF=F0=E8=E2=E5=F2, =EC=E8=F0"
+    ))
+    assert.strictEqual(cyrillic.summary.subject, "Привет")
+    assert.strictEqual(cyrillic.message.text.trim(), "Привет, мир")
+
+    const japanese = await deliver(crlf(
+      "Subject: =?ISO-2022-JP?B?GyRCJUYlOSVIGyhC?=",
+      "Content-Type: text/plain; charset=shift_jis",
+      "Content-Transfer-Encoding: base64",
+      "",
+      Buffer.from([0x82, 0xb1, 0x82, 0xf1, 0x82, 0xc9, 0x82, 0xbf, 0x82, 0xcd]).toString("base64")
+    ))
+    assert.strictEqual(japanese.summary.subject, "テスト")
+    assert.strictEqual(japanese.message.text.trim(), "こんにちは")
+
+    const unknown = await deliver(Buffer.concat([
+      Buffer.from(crlf("Subject: unknown charset", "Content-Type: text/plain; charset=x-no-such-charset", "")),
+      Buffer.from("abc \xe9\r\n", "latin1")
+    ]))
+    assert.include(unknown.message.text, "abc")
+
+    const raw8bit = await deliver(Buffer.concat([Buffer.from("Subject: Caf"), Buffer.from([0xe9]), Buffer.from("\r\n\r\nbody\r\n")]))
+    assert.match(raw8bit.summary.subject, /^Caf.$/)
+  })
+
+  it("a message that is not MIME at all, an empty one, and binary noise", async () => {
+    const plain = await deliver("hello world\r\nno headers here\r\n")
+    assert.strictEqual(plain.message.text, "hello world\r\nno headers here\r\n")
+    assert.match(plain.summary.problems[0], /no header section/)
+    assert.strictEqual(plain.summary.snippet, "hello world no headers here")
+
+    const empty = await deliver("")
+    assert.strictEqual(empty.summary.size, 0)
+    assert.deepStrictEqual(empty.summary.problems, ["The message is empty."])
+
+    const noise = Buffer.from(Array.from({ length: 4000 }, (_, i) => {
+      const b = (i * 7919 + 13) % 256
+      return b === 10 || b === 13 ? 32 : b
+    }))
+    const binary = await deliver(Buffer.concat([noise, Buffer.from("\r\n")]))
+    assert.isString(binary.message.text)
+  })
+
+  it("hostile names and ids cannot escape: attachment file names, path traversal", async () => {
+    const named = await deliver(crlf(
+      "Subject: names",
+      "Content-Type: multipart/mixed; boundary=b",
+      "",
+      "--b",
+      "Content-Type: application/octet-stream",
+      "Content-Disposition: attachment; filename=\"../../etc/passwd\\\"; x=\"",
+      "",
+      "a",
+      "--b",
+      "Content-Type: application/octet-stream",
+      "Content-Disposition: attachment; filename=\"=?UTF-8?Q?evil=0D=0ASet-Cookie:_x=3D1.txt?=\"",
+      "",
+      "b",
+      "--b--"
+    ))
+    for (const a of named.message.attachments) {
+      const r = await fetch(inbox.url + a.url)
+      assert.strictEqual(r.status, 200)
+      assert.match(r.headers.get("content-disposition")!, /^attachment; filename="[\x20-\x7e]*"; filename\*=UTF-8''[A-Za-z0-9%._~!*'()-]*$/)
+      assert.isNull(r.headers.get("set-cookie"))
+    }
+    for (const id of ["..%2F..%2Fenvelopes", "%2e%2e", "..", "new", `${named.summary.id}%00`]) {
+      const r = await getJson(inbox, `/api/messages/${id}`)
+      assert.strictEqual(r.status, 404, id)
+    }
+  })
+})

@@ -16,7 +16,7 @@ const el = (tag, className, text) => {
 }
 const messageUrl = (id) => `/api/messages/${encodeURIComponent(id)}`
 
-const state = { messages: [], selected: null, query: "", fresh: new Set() }
+const state = { messages: [], selected: null, query: "", fresh: new Set(), remote: false }
 
 const size = (n) => n < 1024 ? `${n} B` : n < 1024 * 1024 ? `${(n / 1024).toFixed(1)} KB` : `${(n / 1048576).toFixed(1)} MB`
 const mailbox = (m) => m.name ? `${m.name} <${m.address}>` : m.address
@@ -47,8 +47,10 @@ async function loadList() {
 function renderList(page) {
   const list = $("list")
   list.replaceChildren(...page.messages.map(item))
-  const filtered = state.query ? ` matching “${state.query}”` : ""
-  $("count").textContent = page.total === 0 ? "" : `${page.count} of ${page.total} message${page.total === 1 ? "" : "s"}${filtered}`
+  const plural = (n) => `${n} message${n === 1 ? "" : "s"}`
+  $("count").textContent = page.total === 0 ? ""
+    : state.query ? `${page.count} of ${plural(page.total)} match “${state.query}”`
+    : plural(page.total)
   $("empty").hidden = page.total !== 0
   document.title = page.total === 0 ? "Inbox · effect-smtp" : `Inbox (${page.total}) · effect-smtp`
   state.fresh.clear()
@@ -61,7 +63,12 @@ function item(s) {
   if (state.fresh.has(s.id)) li.classList.add("fresh")
   li.append(el("span", "who", sender(s)), el("span", "when", when(s.receivedAt)))
   const subject = el("span", "subject")
-  if (s.attachments.some((a) => !a.related)) subject.append(el("span", "clip", "📎"))
+  const attached = s.attachments.filter((a) => !a.related).length
+  if (attached > 0) {
+    const clip = el("span", "clip")
+    clip.title = `${attached} attachment${attached === 1 ? "" : "s"}`
+    subject.append(clip)
+  }
   subject.append(s.subject || "(no subject)")
   li.append(subject, el("span", "size", size(s.size)), el("span", "snippet", s.snippet || (s.problems[0] ?? "")))
   li.title = `${sender(s)} — ${s.subject}\n${new Date(s.receivedAt).toLocaleString()}`
@@ -91,7 +98,7 @@ function deselect() {
   history.replaceState(null, "", location.pathname)
   $("message").hidden = true
   $("placeholder").hidden = false
-  $("m-html").removeAttribute("src")
+  showHtml(null)
   for (const li of $("list").children) li.classList.remove("selected")
 }
 
@@ -138,17 +145,21 @@ function renderMessage(m) {
   }))
   $("m-source").textContent = ""
   $("m-remote").hidden = !m.remoteContent
-  showHtml(m, false)
+  state.remote = false
 
   tabButton("html").disabled = m.html === null
   tabButton("text").disabled = m.text === null
   showTab(m.html !== null ? "html" : "text")
 }
 
-function showHtml(m, remote) {
-  const frame = $("m-html")
-  if (m.html === null) return frame.removeAttribute("src")
-  frame.src = `${messageUrl(m.id)}/html${remote ? "?remote=1" : ""}`
+// A new frame each time the HTML is shown: Chromium may leave a frame blank that was loaded,
+// or hidden, while its panel was not displayed.
+function showHtml(m) {
+  const old = $("m-html")
+  const frame = document.createElement("iframe")
+  for (const name of ["id", "title", "sandbox", "referrerpolicy"]) frame.setAttribute(name, old.getAttribute(name))
+  if (m?.html != null) frame.src = `${messageUrl(m.id)}/html${state.remote ? "?remote=1" : ""}`
+  old.replaceWith(frame)
 }
 
 const tabButton = (name) => document.querySelector(`.tabs [data-tab="${name}"]`)
@@ -156,6 +167,7 @@ const tabButton = (name) => document.querySelector(`.tabs [data-tab="${name}"]`)
 async function showTab(name) {
   for (const b of document.querySelectorAll(".tabs button")) b.setAttribute("aria-selected", String(b.dataset.tab === name))
   for (const p of document.querySelectorAll("[data-panel]")) p.hidden = p.dataset.panel !== name
+  if (name === "html") showHtml(current)
   if (name === "source" && current && $("m-source").textContent === "") {
     const id = current.id
     const text = await fetch(`${messageUrl(id)}/raw`).then((r) => r.text())
@@ -170,7 +182,8 @@ for (const b of document.querySelectorAll(".tabs button")) b.addEventListener("c
 $("m-load-remote").addEventListener("click", () => {
   if (!current) return
   $("m-remote").hidden = true
-  showHtml(current, true)
+  state.remote = true
+  showHtml(current)
 })
 
 $("m-delete").addEventListener("click", async () => {
