@@ -175,8 +175,13 @@ const summarize = (id: string, stat: { mtime: Date; size: number }, envelope: En
   problems: message.problems
 })
 
-/** How many parsed messages stay in memory (a view reads the same message several times). */
+/**
+ * Parsed messages kept in memory, since viewing one reads it several times (the message, its
+ * HTML, an attachment): the last few, and only small ones, so that big mail costs a re-parse
+ * rather than memory held for good.
+ */
 const cachedMessages = 4
+const cachedMessageBytes = 4 * 1024 * 1024
 
 export const make = (maildir: string): Effect.Effect<MessageStore["Service"], MaildirError, Scope.Scope> =>
   Effect.gen(function*() {
@@ -207,8 +212,9 @@ export const make = (maildir: string): Effect.Effect<MessageStore["Service"], Ma
         return { entry, parsed, mtime: stat.mtimeMs }
       })
 
-    const remember = (id: string, parsed: Mime.Parsed) => {
+    const remember = (id: string, size: number, parsed: Mime.Parsed) => {
       cache.delete(id)
+      if (size > cachedMessageBytes) return
       cache.set(id, parsed)
       for (const key of cache.keys()) {
         if (cache.size <= cachedMessages) break
@@ -320,7 +326,7 @@ export const make = (maildir: string): Effect.Effect<MessageStore["Service"], Ma
         Effect.tap(({ entry, parsed }) =>
           Effect.sync(() => {
             index.set(d.id, entry)
-            remember(d.id, parsed)
+            remember(d.id, entry.summary.size, parsed)
           })
         ),
         Effect.flatMap(({ entry }) => PubSub.publish(changes, { type: "received", message: entry.summary })),
@@ -336,7 +342,7 @@ export const make = (maildir: string): Effect.Effect<MessageStore["Service"], Ma
         if (parsed === undefined) {
           parsed = yield* Mime.parse(yield* readEntry(entry))
         }
-        remember(id, parsed)
+        remember(id, entry.summary.size, parsed)
         return { summary: entry.summary, envelope: entry.envelope, parsed }
       })
 
