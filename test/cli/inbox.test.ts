@@ -308,6 +308,17 @@ describe("access to the inbox", () => {
     }
     assert.include(refusals[0]!.stderr, "--http-auth")
   })
+
+  it("says why when the inbox's port is taken", async () => {
+    const net = await import("node:net")
+    const taken = net.createServer()
+    await new Promise<void>((resolve) => taken.listen(0, "127.0.0.1", resolve))
+    const port = (taken.address() as { port: number }).port
+    const { code, stderr } = await Cli.run(["serve", "--listen", "127.0.0.1:0", "--http", `127.0.0.1:${port}`, "--maildir", path.join(tmp, "taken")])
+    taken.close()
+    assert.strictEqual(code, 1)
+    assert.include(stderr, `cannot listen on 127.0.0.1:${port}: listen EADDRINUSE`)
+  })
 })
 
 /** A GET with a Host header of our choosing (fetch does not allow setting it). */

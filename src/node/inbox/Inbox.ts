@@ -9,6 +9,7 @@
  * responses first so that open pages do not hold the HTTP server up.
  */
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
+import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as HttpRouter from "effect/http/HttpRouter"
 import * as HttpServer from "effect/http/HttpServer"
@@ -25,6 +26,9 @@ import * as Api from "./Api.ts"
 import * as Events from "./Events.ts"
 import * as MessageStore from "./MessageStore.ts"
 import * as Page from "./Page.ts"
+
+/** The inbox cannot listen where it was told to. */
+export class InboxListenError extends Data.TaggedError("InboxListenError")<{ readonly message: string }> {}
 
 export interface HttpOptions {
   readonly listen: Endpoint
@@ -78,7 +82,17 @@ export const layer = (options: DevServer.DevServerOptions, httpOptions: HttpOpti
   }))
   const web = Layer.mergeAll(announce, Events.stopOnRelease).pipe(
     Layer.provide(served),
-    Layer.provide(NodeHttpServer.layer(() => http.createServer(), listen))
+    Layer.provide(Layer.mergeAll(
+      Layer.effect(
+        HttpServer.HttpServer,
+        NodeHttpServer.make(() => http.createServer(), listen).pipe(Effect.mapError(({ cause }) =>
+          new InboxListenError({
+            message: `cannot listen on ${formatEndpoint(httpOptions.listen)}: ${cause instanceof Error ? cause.message : String(cause)}`
+          })
+        ))
+      ),
+      NodeHttpServer.layerHttpServices
+    ))
   )
 
   const smtp = Layer.unwrap(Effect.map(MessageStore.MessageStore, (store) =>

@@ -56,8 +56,9 @@ export const document = (html: string, parsed: Mime.Parsed): string => {
     if (a.contentId === null || !a.mimeType.startsWith("image/") || a.size > maxInlineBytes) continue
     const content = parsed.content(a.index)
     if (content === undefined) continue
-    const cid = `cid:${a.contentId.replace(/^<|>$/g, "")}`
-    if (!body.includes(cid)) continue
+    const id = a.contentId.replace(/^<|>$/g, "")
+    const cid = `cid:${id}`
+    if (id === "" || !body.includes(cid)) continue
     body = body.split(cid).join(`data:${safeType(a.mimeType)};base64,${Buffer.from(content).toString("base64")}`)
   }
   const preamble = `<base target="_blank">${defaults}`
