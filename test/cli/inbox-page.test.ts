@@ -227,5 +227,12 @@ describe("the inbox page in Chromium", () => {
     await page.click(".tabs [data-tab=headers]")
     await page.screenshot({ path: path.join(artifacts, "inbox-headers.png") })
 
+    // Delete all, after the page asks; then it says how to send mail.
+    page.once("dialog", (dialog) => dialog.accept())
+    await page.click("#delete-all")
+    await items(0)
+    await page.locator("#empty", { hasText: `Send one to ${inbox.smtp}` }).waitFor()
+    await page.screenshot({ path: path.join(artifacts, "inbox-empty.png") })
+
   })
 })

@@ -52,6 +52,8 @@ function renderList(page) {
     : state.query ? `${page.count} of ${plural(page.total)} match “${state.query}”`
     : plural(page.total)
   $("empty").hidden = page.total !== 0
+  $("count").hidden = page.total === 0
+  list.hidden = page.total === 0
   document.title = page.total === 0 ? "Inbox · effect-smtp" : `Inbox (${page.total}) · effect-smtp`
   state.fresh.clear()
 }
@@ -257,8 +259,10 @@ async function start() {
   const smtp = server?.listeners.find((l) => l.protocol !== "http")
   if (smtp) {
     const hint = $("empty-hint")
-    hint.replaceChildren("Send one to ", el("code", "", smtp.address), ", for example:", el("br"), el("br"),
-      el("code", "", `effect-smtp send --server ${smtp.address} --from me@example.com --to you@example.com message.eml`))
+    hint.replaceChildren("Send one to ", el("code", "", smtp.address), ", for example:",
+      el("code", "command", [
+        "effect-smtp send", `--server ${smtp.address}`, "--from me@example.com", "--to you@example.com", "message.eml"
+      ].join(" \\\n  ")))
   }
   connect()
   await loadList()
