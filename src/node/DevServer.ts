@@ -46,7 +46,7 @@ export type Event =
   | {
     readonly event: "listening"
     readonly address: string
-    readonly protocol: "smtp" | "lmtp"
+    readonly protocol: "smtp" | "lmtp" | "http"
     readonly tls: "none" | "starttls" | "implicit"
   }
   | {

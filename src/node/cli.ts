@@ -5,7 +5,6 @@
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as NodeServices from "@effect/platform-node/NodeServices"
 import * as Cause from "effect/Cause"
-import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
@@ -18,24 +17,13 @@ import * as Command from "effect/cli/Command"
 import * as Flag from "effect/cli/Flag"
 import * as fs from "node:fs"
 import * as DevServer from "./DevServer.ts"
+import type * as Inbox from "./inbox/Inbox.ts"
+import * as Durations from "./Durations.ts"
 import * as SelfSigned from "./SelfSigned.ts"
 import * as SmtpServer from "../SmtpServer.ts"
 import type { Endpoint } from "../Transport.ts"
 import { UsageError, writeStderr, writeStdout } from "./output.ts"
 import { sendCommand } from "./send.ts"
-
-/** "30s", "5m", "1h", "250ms", "90" (seconds) or Effect's "30 seconds". */
-export const parseDuration = (text: string): Result.Result<Duration.Duration, string> => {
-  const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$/.exec(text.trim())
-  if (m !== null) {
-    const n = Number(m[1])
-    const unit = m[2] ?? "s"
-    const ms = unit === "ms" ? n : unit === "s" ? n * 1000 : unit === "m" ? n * 60_000 : n * 3_600_000
-    return Result.succeed(Duration.millis(ms))
-  }
-  const d = Duration.fromInput(text as Duration.Input)
-  return Option.isSome(d) ? Result.succeed(d.value) : Result.fail(`invalid duration "${text}": use e.g. 30s, 5m, 250ms`)
-}
 
 const repeated = (flag: Flag.Flag<string>) => Flag.atLeast(flag, 0)
 const flag = (name: string, description: string) =>
@@ -86,6 +74,12 @@ const serveFlags = {
   fault: repeated(Flag.String("fault").pipe(
     Flag.withDescription("Inject a failure: STAGE:REGEX=CODE [X.Y.Z] [TEXT], STAGE mail|rcpt|data (repeatable)")
   )),
+  http: Flag.optional(Flag.String("http").pipe(
+    Flag.withDescription("Serve the web inbox and its JSON API on HOST:PORT (loopback unless --http-auth is given), e.g. 127.0.0.1:8025")
+  )),
+  httpAuth: Flag.optional(Flag.String("http-auth").pipe(
+    Flag.withDescription("USER:PASSWORD required by the web inbox (HTTP basic authentication)")
+  )),
   events: Flag.Literals("events", ["json", "none"]).pipe(
     Flag.withDescription("JSON events on stdout (default) or none"),
     Flag.withDefault("json" as const)
@@ -120,6 +114,16 @@ const serve = (input: ServeInput) =>
     const listen = yield* parseAll(input.listen.length > 0 ? input.listen : ["127.0.0.1:2525"], SmtpServer.parseListenAddress)
     const tlsListen = yield* parseAll(input.tlsListen, SmtpServer.parseListenAddress)
     const unix = yield* unixAccess(input, [...listen, ...tlsListen])
+    // The inbox (HTTP server, MIME parser) is loaded only when asked for: a plain `serve` stays small.
+    let withInbox: ((o: DevServer.DevServerOptions) => ReturnType<typeof Inbox.layer>) | undefined
+    if (Option.isSome(input.http)) {
+      const inbox = yield* Effect.promise(() => import("./inbox/Inbox.ts"))
+      const http = inbox.parseOptions(input.http.value, Option.getOrUndefined(input.httpAuth))
+      if (Result.isFailure(http)) return yield* usage(http.failure)
+      withInbox = (o) => inbox.layer(o, http.success)
+    } else if (Option.isSome(input.httpAuth)) {
+      return yield* usage("--http-auth goes with --http")
+    }
     const faults: Array<DevServer.Fault> = []
     for (const rule of input.fault) {
       const f = DevServer.parseFault(rule)
@@ -133,7 +137,7 @@ const serve = (input: ServeInput) =>
       users.set(a.slice(0, i), a.slice(i + 1))
     }
     const duration = (o: Option.Option<string>) =>
-      Option.isNone(o) ? Effect.succeed(undefined) : Effect.mapError(Effect.fromResult(parseDuration(o.value)), usage)
+      Option.isNone(o) ? Effect.succeed(undefined) : Effect.mapError(Effect.fromResult(Durations.parse(o.value)), usage)
     const readTimeout = yield* duration(input.readTimeout)
     const writeTimeout = yield* duration(input.writeTimeout)
 
@@ -192,7 +196,7 @@ const serve = (input: ServeInput) =>
       }
     }
     // Runs until SIGINT/SIGTERM interrupts it; closing the layer answers 421 to clients.
-    return yield* Layer.launch(DevServer.layer(options))
+    return yield* Layer.launch(withInbox === undefined ? DevServer.layer(options) : withInbox(options))
   })
 
 const serveCommand = Command.make("serve", serveFlags, serve).pipe(
@@ -200,6 +204,7 @@ const serveCommand = Command.make("serve", serveFlags, serve).pipe(
   Command.withExamples([
     { command: "effect-smtp serve", description: "Catch mail on 127.0.0.1:2525 into ./maildir" },
     { command: "effect-smtp serve --lmtp --listen unix:/tmp/lmtp.sock", description: "An LMTP delivery agent" },
+    { command: "effect-smtp serve --http 127.0.0.1:8025", description: "The same, with the web inbox at http://127.0.0.1:8025/" },
     {
       command: "effect-smtp serve --lmtp --listen unix:/run/esmtp/lmtp --unix-owner postfix --unix-mode 0600",
       description: "An LMTP socket for Postfix's lmtp client (which runs as postfix)"

@@ -21,6 +21,7 @@ const recording = (t: Transport, reads: Array<string>): Transport => ({
     return chunk
   }),
   write: (data) => t.write(data),
+  writeUnsafe: (data) => t.writeUnsafe(data),
   upgradeTls: (options) => t.upgradeTls(options),
   tls: () => t.tls(),
   get localEndpoint() {
