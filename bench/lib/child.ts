@@ -3,6 +3,7 @@
  * message of the same type (or `error`), exit on `exit` or when the parent goes away.
  * Every child also answers `gc`; every answer carries the child's clock and memory.
  */
+import { fileURLToPath } from "node:url"
 
 export type Request = { readonly type: string } & Readonly<Record<string, unknown>>
 export type Handler = (request: Request) => Promise<Readonly<Record<string, unknown>>> | Readonly<Record<string, unknown>>
@@ -20,6 +21,14 @@ const collectGarbage: Handler = () => {
 }
 
 const builtIn: Readonly<Record<string, Handler>> = { gc: collectGarbage }
+
+/**
+ * The files these package names resolve to in this process (with its --conditions), so the
+ * runner can check that the code under test is the package as it ships (dist/) and the peers
+ * come from node_modules. Static imports resolve exactly as `import.meta.resolve` does.
+ */
+export const resolvedFiles = (specifiers: ReadonlyArray<string>): Record<string, string> =>
+  Object.fromEntries(specifiers.map((s) => [s, fileURLToPath(import.meta.resolve(s))]))
 
 export const serveRequests = (ready: Readonly<Record<string, unknown>>, handlers: Readonly<Record<string, Handler>>) => {
   process.on("message", (request: Request) => {
@@ -50,4 +59,14 @@ export interface Received {
   bytes: number
   /** SHA-256 of the last message, in hash mode. */
   digest: string
+}
+
+/** A server child's command line: `sink|hash [--connections N]`. */
+export const serverArgs = (argv: ReadonlyArray<string>) => {
+  const at = argv.indexOf("--connections")
+  return {
+    hashing: argv[0] === "hash",
+    /** Connections to allow in all and per IP (the 10,000-idle-connections case); undefined: the defaults. */
+    connections: at >= 0 ? Number(argv[at + 1]) : undefined
+  }
 }

@@ -6,12 +6,18 @@
  * stream/socket code or in native code (no URL) are charged to the socket write path if a
  * write frame is on that part of the stack, to the read path if a read frame is, and
  * otherwise to the Node module they are in.
+ *
+ * effect-smtp's frames from dist/ are named after their sources (dist/X.js is src/X.ts, one
+ * to one) and their lines mapped back through dist's source maps.
  */
+import { readFileSync } from "node:fs"
+import { SourceMap } from "node:module"
 
 interface CallFrame {
   readonly functionName: string
   readonly url: string
   readonly lineNumber: number
+  readonly columnNumber: number
 }
 
 interface ProfileNode {
@@ -43,8 +49,35 @@ const areaOfUrl = (url: string, root: string): string => {
   if (effect !== null) return `Effect runtime (${effect[1]!.replace(/\.(ts|js)$/, "")})`
   const dep = /node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(file)
   if (dep !== null) return `dependency ${dep[1]}`
+  if (file.startsWith(`${root}/dist/`)) return `effect-smtp ${sourceOf(file.slice(root.length + 1))}`
   if (file.startsWith(root)) return `effect-smtp ${file.slice(root.length + 1)}`
   return file
+}
+
+/** dist/X.js (tsc's output, one file per source) → src/X.ts. */
+const sourceOf = (distPath: string) => distPath.replace(/^dist\//, "src/").replace(/\.js$/, ".ts")
+
+const sourceMaps = new Map<string, SourceMap | undefined>()
+
+/** Where a frame is, as "file:line" relative to `root`; dist/ frames through their source maps. */
+const locate = (f: CallFrame, root: string): string => {
+  if (f.url === "") return "native"
+  const file = f.url.replace(/^file:\/\//, "")
+  if (file.startsWith(`${root}/dist/`) && file.endsWith(".js")) {
+    if (!sourceMaps.has(file)) {
+      let map: SourceMap | undefined
+      try {
+        map = new SourceMap(JSON.parse(readFileSync(`${file}.map`, "utf8")))
+      } catch {
+        map = undefined
+      }
+      sourceMaps.set(file, map)
+    }
+    const entry = sourceMaps.get(file)?.findEntry(f.lineNumber, f.columnNumber)
+    const rel = sourceOf(file.slice(root.length + 1))
+    return entry !== undefined && "originalLine" in entry ? `${rel}:${entry.originalLine + 1}` : `${rel} (dist line ${f.lineNumber + 1})`
+  }
+  return `${file.replace(`${root}/`, "")}:${f.lineNumber + 1}`
 }
 
 export interface Breakdown {
@@ -123,8 +156,7 @@ export const analyze = (profile: CpuProfile, root: string, window?: readonly [nu
     busy += ms
     areas.set(area, (areas.get(area) ?? 0) + ms)
     const f = byId.get(id)!.callFrame
-    const where = f.url === "" ? "native" : `${f.url.replace(/^file:\/\//, "").replace(`${root}/`, "")}:${f.lineNumber + 1}`
-    const key = `${f.functionName || "(anonymous)"} ${where}`
+    const key = `${f.functionName || "(anonymous)"} ${locate(f, root)}`
     functions.set(key, (functions.get(key) ?? 0) + ms)
   }
   const sorted = (m: Map<string, number>) => [...m].sort((a, b) => b[1] - a[1])

@@ -25,11 +25,23 @@ export const makeMessage = (size: number): Uint8Array => {
 }
 
 /** How the client benchmark children are asked to send. */
-export interface SendRequest {
+export type SendRequest = {
   readonly port: number
-  /** "one": one connection; "pool": `connections` reused connections; "per-message": a connection per message. */
-  readonly mode: "one" | "pool" | "per-message"
+  /** "one": every message over one connection; "pool": the library's pool of `connections`, as many messages in flight. */
+  readonly mode: "one" | "pool"
   readonly connections: number
   readonly messages: number
   readonly size: number
+  /** effect-smtp only: `transfer` of each message (the client's default is "auto"). */
+  readonly transfer?: "auto" | "bdat" | undefined
+}
+
+/** What a client child answers: measured around the sending alone (building the message excluded). */
+export type SendAnswer = {
+  readonly seconds: number
+  readonly cpuSeconds: number
+  /** Messages the server accepted (a 250 for the recipient). */
+  readonly accepted: number
+  /** Where the sending started on the child's monotonic clock (µs), to cut a CPU profile. */
+  readonly startedUs: number
 }

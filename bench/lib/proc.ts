@@ -1,9 +1,10 @@
 /**
  * Processes for the benchmarks: spawning (pinned to a core when `taskset` exists), talking to
- * a child over Node's IPC channel, and reading a process's CPU time and memory from /proc.
- * Every wait has a deadline, so a stuck peer ends the run instead of hanging it.
+ * a child over Node's IPC channel, and reading a process's CPU time, memory and bytes read
+ * from /proc. Every wait has a deadline, so a stuck peer ends the run instead of hanging it,
+ * and every child is killed when the runner ends, however it ends.
  */
-import { type ChildProcess, execFileSync, spawn } from "node:child_process"
+import { type ChildProcess, execFileSync, spawn, type SpawnOptions } from "node:child_process"
 import { existsSync, readFileSync, writeFileSync } from "node:fs"
 import * as net from "node:net"
 import { availableParallelism } from "node:os"
@@ -26,15 +27,45 @@ const clockTicks = (() => {
   }
 })()
 
+// --- every child, killed when the runner ends ---
+
+const live = new Set<ChildProcess>()
+
+const killAll = () => {
+  for (const child of live) child.kill("SIGKILL")
+  live.clear()
+}
+process.on("exit", killAll)
+for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+  process.on(signal, () => {
+    killAll()
+    process.exit(128 + (signal === "SIGINT" ? 2 : signal === "SIGTERM" ? 15 : 1))
+  })
+}
+
+/** `spawn`, with the child registered so that it is killed if the runner ends first. */
+export const spawnTracked = (argv: ReadonlyArray<string>, options: SpawnOptions): ChildProcess => {
+  const child = spawn(argv[0]!, argv.slice(1), options)
+  live.add(child)
+  child.once("exit", () => live.delete(child))
+  return child
+}
+
 /** The command line that runs `argv` on one core (unchanged when pinning is off). */
 export const pinned = (core: number, argv: ReadonlyArray<string>): Array<string> =>
   pinning.enabled ? ["taskset", "-c", String(core), ...argv] : [...argv]
 
-/** User + system CPU time of a live process, in seconds (clock-tick resolution). */
-export const cpuSeconds = (pid: number): number => {
+// --- /proc ---
+
+const statFields = (pid: number | "self") => {
   const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
   // Fields after the command name (which may contain spaces) start with the state, field 3.
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+  return stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+}
+
+/** User + system CPU time of a live process, in seconds (clock-tick resolution). */
+export const cpuSeconds = (pid: number): number => {
+  const fields = statFields(pid)
   return (Number(fields[11]) + Number(fields[12])) / clockTicks
 }
 
@@ -43,8 +74,7 @@ export const cpuSeconds = (pid: number): number => {
  * waited for: the delta over a run of a load generator is that generator's CPU time.
  */
 export const endedChildrenCpuSeconds = (): number => {
-  const stat = readFileSync("/proc/self/stat", "utf8")
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+  const fields = statFields("self")
   return (Number(fields[13]) + Number(fields[14])) / clockTicks
 }
 
@@ -60,14 +90,24 @@ export const rssBytes = (pid: number): number => statusKiB(pid, "VmRSS") * 1024
 export const peakRssBytes = (pid: number): number => statusKiB(pid, "VmHWM") * 1024
 
 /** Restarts the peak-RSS high-water mark at the current RSS (Linux clear_refs "5"). */
-export const resetPeakRss = (pid: number): boolean => {
-  try {
-    writeFileSync(`/proc/${pid}/clear_refs`, "5")
-    return true
-  } catch {
-    return false
-  }
+export const resetPeakRss = (pid: number): void => {
+  writeFileSync(`/proc/${pid}/clear_refs`, "5")
 }
+
+/** Bytes a process has read through read(2) and friends (sockets included): `rchar` of /proc/<pid>/io. */
+export const bytesRead = (pid: number): number => {
+  const m = /^rchar:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/io`, "utf8"))
+  if (m === null) throw new Error(`no rchar in /proc/${pid}/io`)
+  return Number(m[1])
+}
+
+/** This process's soft limit on open files (children inherit it). */
+export const openFileLimit = (): number => {
+  const m = /^Max open files\s+(\S+)/m.exec(readFileSync("/proc/self/limits", "utf8"))
+  return m === null || m[1] === "unlimited" ? Number.POSITIVE_INFINITY : Number(m[1])
+}
+
+// --- deadlines and children ---
 
 export const withDeadline = <A>(what: string, ms: number, promise: Promise<A>): Promise<A> =>
   new Promise<A>((resolve, reject) => {
@@ -91,22 +131,27 @@ export interface Finished {
   readonly output: string
 }
 
-/** Runs a command to its end (killed after `timeoutMs`), timing it from spawn to exit. */
+/** Runs a command to its end (killed after `timeoutMs`, which fails), timing it from spawn to exit. */
 export const runToEnd = (argv: ReadonlyArray<string>, timeoutMs: number): Promise<Finished> =>
   new Promise((resolve, reject) => {
     const started = performance.now()
-    const child = spawn(argv[0]!, argv.slice(1), { stdio: ["ignore", "pipe", "pipe"] })
+    const child = spawnTracked(argv, { stdio: ["ignore", "pipe", "pipe"] })
     let output = ""
-    child.stdout.on("data", (b: Buffer) => (output += b.toString()))
-    child.stderr.on("data", (b: Buffer) => (output += b.toString()))
-    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs)
+    child.stdout!.on("data", (b: Buffer) => (output += b.toString()))
+    child.stderr!.on("data", (b: Buffer) => (output += b.toString()))
+    let timedOut = false
+    const timer = setTimeout(() => {
+      timedOut = true
+      child.kill("SIGKILL")
+    }, timeoutMs)
     child.once("error", (e) => {
       clearTimeout(timer)
       reject(e)
     })
     child.once("close", (code, signal) => {
       clearTimeout(timer)
-      resolve({ code, signal, wallSeconds: (performance.now() - started) / 1000, output })
+      if (timedOut) reject(new Error(`${argv.join(" ")}: not done within ${timeoutMs} ms`))
+      else resolve({ code, signal, wallSeconds: (performance.now() - started) / 1000, output })
     })
   })
 
@@ -122,7 +167,7 @@ export class NodeChild {
   readonly pid: number
   private readonly inbox: Array<ChildMessage> = []
   private waiting: ((m: ChildMessage) => void) | undefined
-  private exited: Promise<number | null>
+  private readonly exited: Promise<number | null>
 
   private constructor(child: ChildProcess) {
     this.process = child
@@ -145,17 +190,17 @@ export class NodeChild {
     readonly args?: ReadonlyArray<string>
     readonly nodeArgs?: ReadonlyArray<string>
     readonly core: number
-    readonly env?: Readonly<Record<string, string>>
   }): Promise<{ readonly child: NodeChild; readonly ready: ChildMessage }> {
     const argv = pinned(options.core, [process.execPath, ...(options.nodeArgs ?? []), options.script, ...(options.args ?? [])])
-    const proc = spawn(argv[0]!, argv.slice(1), {
-      stdio: ["ignore", "inherit", "inherit", "ipc"],
-      env: { ...process.env, ...options.env }
-    })
-    const child = new NodeChild(proc)
-    const ready = await withDeadline(`${options.script} start`, 30_000, child.next())
-    if (ready.type !== "ready") throw new Error(`${options.script}: expected ready, got ${JSON.stringify(ready)}`)
-    return { child, ready }
+    const child = new NodeChild(spawnTracked(argv, { stdio: ["ignore", "inherit", "inherit", "ipc"] }))
+    try {
+      const ready = await withDeadline(`${options.script} start`, 30_000, child.next())
+      if (ready.type !== "ready") throw new Error(`${options.script}: expected ready, got ${JSON.stringify(ready)}`)
+      return { child, ready }
+    } catch (e) {
+      child.process.kill("SIGKILL")
+      throw e
+    }
   }
 
   private next(): Promise<ChildMessage> {
@@ -176,7 +221,7 @@ export class NodeChild {
     return answer
   }
 
-  /** Asks the child to exit (so a CPU profile gets written); kills it if it does not. */
+  /** Asks the child to exit (so a CPU profile gets written); kills it if it does not within 10 s. */
   async stop(): Promise<void> {
     if (this.process.exitCode !== null || this.process.signalCode !== null) return
     if (this.process.connected) this.process.send({ type: "exit" })
@@ -198,12 +243,16 @@ export const freePort = (): Promise<number> =>
     })
   })
 
-/** Resolves once something on `port` answers with an SMTP greeting. */
+/** Resolves once something on `port` answers with an SMTP greeting; fails after `timeoutMs`. */
 export const awaitGreeting = async (port: number, timeoutMs: number): Promise<void> => {
   const deadline = Date.now() + timeoutMs
   for (let delay = 10;; delay = Math.min(delay * 2, 200)) {
     const ok = await new Promise<boolean>((resolve) => {
       const socket = net.connect({ host: "127.0.0.1", port })
+      socket.setTimeout(2_000, () => {
+        socket.destroy()
+        resolve(false)
+      })
       socket.once("data", (b: Buffer) => {
         socket.end("QUIT\r\n")
         resolve(b.toString("latin1").startsWith("220"))

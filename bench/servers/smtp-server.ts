@@ -1,13 +1,15 @@
 /**
- * nodemailer's smtp-server as a benchmark child, set up like effect-smtp's: 127.0.0.1:0, no
- * TLS, no AUTH, no reverse DNS lookup, a body read to its end ("sink") or hashed ("hash").
- * Usage: node smtp-server.mjs sink|hash (through the runner, which talks to it over IPC).
+ * nodemailer's smtp-server as a benchmark child, from node_modules as its users run it, set
+ * up like effect-smtp's: 127.0.0.1:0, no TLS, no AUTH, no reverse DNS lookup, a body read to
+ * its end ("sink") or hashed ("hash"). Its idle timeout is set to effect-smtp's command
+ * timeout (5 minutes instead of 1), so the idle-connections case measures both alike.
+ * Usage (through the runner, which talks to it over IPC): node smtp-server.js sink|hash
  */
 import { createHash } from "node:crypto"
 import { SMTPServer } from "smtp-server"
-import { type Received, serveRequests } from "../lib/child.ts"
+import { type Received, resolvedFiles, serveRequests, serverArgs } from "../lib/child.ts"
 
-const hashing = process.argv[2] === "hash"
+const options = serverArgs(process.argv.slice(2))
 const received: Received = { messages: 0, bytes: 0, digest: "" }
 
 const server = new SMTPServer({
@@ -17,8 +19,9 @@ const server = new SMTPServer({
   authOptional: true,
   disableReverseLookup: true,
   size: 2 ** 31,
+  socketTimeout: 5 * 60_000,
   onData(stream, _session, callback) {
-    const h = hashing ? createHash("sha256") : undefined
+    const h = options.hashing ? createHash("sha256") : undefined
     stream.on("data", (chunk: Buffer) => {
       received.bytes += chunk.length
       h?.update(chunk)
@@ -34,7 +37,8 @@ const server = new SMTPServer({
 
 server.listen(0, "127.0.0.1", () => {
   const address = server.server.address()
-  serveRequests({ port: typeof address === "object" && address !== null ? address.port : 0 }, {
-    stats: () => ({ ...received })
-  })
+  serveRequests({
+    port: typeof address === "object" && address !== null ? address.port : 0,
+    resolved: resolvedFiles(["smtp-server"])
+  }, { stats: () => ({ ...received }) })
 })

@@ -1,162 +1,194 @@
 /**
- * Client benchmarks: effect-smtp's client and nodemailer's SMTP transport, each in its own
- * process pinned to the measured core, send the same message to Postfix's smtp-sink on the
- * other core. Each client is warmed up, then the clients take turns for `reps` runs.
+ * The client cases: effect-smtp's client and nodemailer's, each in its own process on the
+ * measured core, send the same pre-built message to a server on the other core: Postfix's
+ * smtp-sink, or effect-smtp's own server (which offers PIPELINING and CHUNKING; smtp-sink
+ * offers no CHUNKING). Each client is warmed up, then the two take turns for `reps` runs.
+ * Every message must be accepted, and the server must have read every byte.
  */
-import type { SendRequest } from "../lib/message.ts"
-import { cpuSeconds, NodeChild, peakRssBytes, pinning, resetPeakRss } from "../lib/proc.ts"
-import { median, type Row } from "../lib/report.ts"
-import { startSmtpSink } from "./server.ts"
+import type { SendAnswer, SendRequest } from "../lib/message.ts"
+import { type Program, startProgram } from "../lib/programs.ts"
+import { cpuSeconds as cpuOf, NodeChild, peakRssBytes, pinning, resetPeakRss } from "../lib/proc.ts"
+import { median, type Row, type Target } from "../lib/report.ts"
+import { nodeServer, startSmtpSink, type Target as Server } from "../lib/servers.ts"
 
 const MiB = 1024 * 1024
-
-interface ClientRun {
-  readonly seconds: number
-  readonly cpuSeconds: number
-  readonly sinkCpuSeconds: number
-  readonly peakRss: number
-  readonly messages: number
-  readonly bytes: number
-}
 
 export interface ClientCase {
   readonly id: string
   readonly label: string
+  readonly oursLabel: string
   readonly peerLabel: string
-  readonly mode: SendRequest["mode"]
-  readonly connections: number
-  readonly messages: number
-  readonly size: number
+  readonly server: "smtp-sink" | "effect-smtp"
+  readonly request: Omit<SendRequest, "port">
   readonly unit: "msg/s" | "MB/s"
+  /** Undefined: an extra row without targets. */
+  readonly targets?: { readonly throughput: Target; readonly cpu: Target; readonly peakRss: Target } | undefined
 }
+
+const atLeast = (value: number): Target => ({ on: "ratio", op: ">=", value })
+const atMost = (value: number): Target => ({ on: "ratio", op: "<=", value })
+const scaled = (n: number, scale: number) => Math.max(1, Math.round(n * scale))
+/** Client CPU per message ≤ 0.8× nodemailer's, peak RSS at most nodemailer's: every case. */
+const targets = (throughput: number) => ({ throughput: atLeast(throughput), cpu: atMost(0.8), peakRss: atMost(1) })
 
 export const clientCases = (scale: number): ReadonlyArray<ClientCase> => [
   {
-    id: "one",
-    label: "1 KiB msgs, one connection",
-    peerLabel: "nodemailer (pool of 1)",
-    mode: "one",
-    connections: 1,
-    messages: Math.round(5000 * scale),
-    size: 1024,
+    id: "client-one",
+    label: "1 KiB, one connection, to smtp-sink",
+    oursLabel: "`SmtpClient.connect` + `client.send`",
+    peerLabel: "nodemailer `SMTPConnection.send`",
+    server: "smtp-sink",
+    request: { mode: "one", connections: 1, messages: scaled(20000, scale), size: 1024 },
+    unit: "msg/s",
+    targets: targets(1.2)
+  },
+  {
+    id: "client-pool",
+    label: "1 KiB, 32 in flight, to smtp-sink",
+    oursLabel: "`Mailer` (pool of 32)",
+    peerLabel: "nodemailer pool (32, `raw`)",
+    server: "smtp-sink",
+    request: { mode: "pool", connections: 32, messages: scaled(40000, scale), size: 1024 },
+    unit: "msg/s",
+    targets: targets(2)
+  },
+  {
+    id: "client-own",
+    label: "1 KiB, one connection, to effect-smtp's server (PIPELINING, CHUNKING)",
+    oursLabel: "`SmtpClient.connect` + `client.send`",
+    peerLabel: "nodemailer `SMTPConnection.send`",
+    server: "effect-smtp",
+    request: { mode: "one", connections: 1, messages: scaled(20000, scale), size: 1024 },
+    unit: "msg/s",
+    targets: targets(2)
+  },
+  {
+    id: "client-own-bdat",
+    label: "1 KiB, one connection, to effect-smtp's server, `transfer: \"bdat\"`",
+    oursLabel: "`client.send` with BDAT",
+    peerLabel: "nodemailer `SMTPConnection.send`",
+    server: "effect-smtp",
+    request: { mode: "one", connections: 1, messages: scaled(20000, scale), size: 1024, transfer: "bdat" },
     unit: "msg/s"
   },
   {
-    id: "pool",
-    label: "1 KiB msgs, 8 connections",
-    peerLabel: "nodemailer (pool of 8)",
-    mode: "pool",
-    connections: 8,
-    messages: Math.round(20000 * scale),
-    size: 1024,
-    unit: "msg/s"
-  },
-  {
-    id: "per-message",
-    label: "1 KiB msgs, a connection each",
-    peerLabel: "nodemailer (unpooled)",
-    mode: "per-message",
-    connections: 1,
-    messages: Math.round(2000 * scale),
-    size: 1024,
-    unit: "msg/s"
-  },
-  {
-    id: "100m",
-    label: "one 100 MiB msg",
-    peerLabel: "nodemailer (unpooled)",
-    mode: "per-message",
-    connections: 1,
-    messages: 1,
-    size: 100 * MiB,
-    unit: "MB/s"
+    id: "client-100m",
+    label: "one 100 MiB message, to smtp-sink",
+    oursLabel: "`SmtpClient.connect` + `client.send`",
+    peerLabel: "nodemailer `SMTPConnection.send`",
+    server: "smtp-sink",
+    request: { mode: "one", connections: 1, messages: 1, size: 100 * MiB },
+    unit: "MB/s",
+    targets: targets(1) // keeps its lead
   }
 ]
 
 const log = (s: string) => process.stderr.write(`${s}\n`)
 
-const sendOnce = async (client: NodeChild, sinkPid: number, request: SendRequest): Promise<ClientRun> => {
+interface ClientRun {
+  readonly seconds: number
+  readonly cpuSeconds: number
+  readonly serverCpuShare: number
+  readonly peakRss: number
+  readonly messages: number
+  readonly bytes: number
+}
+
+const sendOnce = async (client: NodeChild, server: Server, serverPid: number, request: SendRequest): Promise<ClientRun> => {
+  const before = await server.received()
   resetPeakRss(client.pid)
-  const sink0 = cpuSeconds(sinkPid)
-  const answer = await client.request({ type: "send", ...request }, 180_000)
+  const serverCpu0 = cpuOf(serverPid)
+  const answer = await client.request({ type: "send", ...request }, 600_000) as unknown as SendAnswer
+  const peakRss = peakRssBytes(client.pid)
+  const serverCpu = cpuOf(serverPid) - serverCpu0
+  const after = await server.received()
+  if (answer.accepted !== request.messages) throw new Error(`${answer.accepted} of ${request.messages} messages accepted`)
+  if (Number.isFinite(before.messages) && after.messages - before.messages !== request.messages) {
+    throw new Error(`the server received ${after.messages - before.messages} of ${request.messages} messages`)
+  }
+  if (after.bytes - before.bytes < request.messages * request.size) {
+    throw new Error(`the server read ${after.bytes - before.bytes} bytes, expected at least ${request.messages * request.size}`)
+  }
   return {
     // Both as the child measured them around the sending alone (building the message excluded).
-    seconds: Number(answer.seconds),
-    cpuSeconds: Number(answer.cpuSeconds),
-    sinkCpuSeconds: cpuSeconds(sinkPid) - sink0,
-    peakRss: peakRssBytes(client.pid),
+    seconds: answer.seconds,
+    cpuSeconds: answer.cpuSeconds,
+    serverCpuShare: serverCpu / answer.seconds,
+    peakRss,
     messages: request.messages,
     bytes: request.messages * request.size
   }
 }
 
-/** Suite 2: messages per second (or MB/s), client CPU per message and client memory. */
-export const clientSuite = async (
-  bundles: { readonly ours: string; readonly peer: string },
-  reps: number,
-  scale: number
-): Promise<{ readonly rows: Array<Row>; readonly raw: ReadonlyArray<unknown> }> => {
+export const clientSuite = async (programs: {
+  readonly ours: Program
+  readonly peer: Program
+  readonly server: Program
+}, options: { readonly reps: number; readonly scale: number; readonly ids: (id: string) => boolean }): Promise<{
+  readonly rows: Array<Row>
+  readonly raw: ReadonlyArray<unknown>
+}> => {
   const rows: Array<Row> = []
   const raw: Array<unknown> = []
-  const sink = await startSmtpSink(pinning.load)
-  try {
-    for (const c of clientCases(scale)) {
-      log(`client: ${c.label} (${c.messages} × ${c.size} bytes)…`)
-      const clients: Array<NodeChild> = []
-      try {
-        for (const script of [bundles.ours, bundles.peer]) {
-          clients.push((await NodeChild.start({ script, core: pinning.measured })).child)
-        }
-        const request = (messages: number): SendRequest => ({
-          port: sink.port,
-          mode: c.mode,
-          connections: c.connections,
-          messages,
-          size: c.size
-        })
-        // Warm-up: the same kind of sending, smaller.
-        for (const client of clients) {
-          await sendOnce(client, sink.pid, { ...request(c.size > MiB ? 1 : 500), size: Math.min(c.size, 8 * MiB) })
-        }
-        const runs: Array<Array<ClientRun>> = clients.map(() => [])
-        for (let i = 0; i < reps; i++) {
-          for (let j = 0; j < clients.length; j++) runs[j]!.push(await sendOnce(clients[j]!, sink.pid, request(c.messages)))
-        }
-        raw.push({ case: c.id, runs })
-        const summary = runs.map((rs) => ({
-          rate: median(rs.map((r) => c.unit === "msg/s" ? r.messages / r.seconds : r.bytes / 1e6 / r.seconds)),
-          cpu: median(rs.map((r) => r.cpuSeconds / r.messages)),
-          cpuShare: median(rs.map((r) => r.cpuSeconds / r.seconds)),
-          sinkShare: median(rs.map((r) => r.sinkCpuSeconds / r.seconds)),
-          peakRss: median(rs.map((r) => r.peakRss))
-        }))
-        const [ours, peer] = summary as [typeof summary[0], typeof summary[0]]
-        const base = { suite: "client", case: c.label, peerName: c.peerLabel } as const
-        rows.push(
-          {
-            ...base,
-            metric: "throughput",
-            unit: c.unit,
-            ours: ours.rate,
-            peer: peer.rate,
-            note: `smtp-sink busy ${Math.round(ours.sinkShare * 100)} / ${Math.round(peer.sinkShare * 100)} %`
-          },
-          {
-            ...base,
-            metric: "client CPU per msg",
-            unit: "cpu",
-            ours: ours.cpu,
-            peer: peer.cpu,
-            note: `client busy ${Math.round(ours.cpuShare * 100)} / ${Math.round(peer.cpuShare * 100)} %`
-          },
-          { ...base, metric: "client peak RSS", unit: "bytes", ours: ours.peakRss, peer: peer.peakRss }
-        )
-      } finally {
-        for (const client of clients) await client.stop()
+  const cases = clientCases(options.scale).filter((c) => options.ids(c.id))
+  for (const c of cases) {
+    log(`client ${c.id}: ${c.label} (${c.request.messages} × ${c.request.size} bytes)…`)
+    const server = c.server === "smtp-sink"
+      ? await startSmtpSink(pinning.load)
+      : await nodeServer(programs.server).start({ mode: "sink", core: pinning.load })
+    const clients: Array<NodeChild> = []
+    try {
+      for (const program of [programs.ours, programs.peer]) {
+        clients.push((await startProgram(program, { core: pinning.measured })).child)
       }
+      const request = (messages: number, size = c.request.size): SendRequest => ({ ...c.request, port: server.port, messages, size })
+      // Warm-up: the same kind of sending, smaller.
+      for (const client of clients) {
+        await sendOnce(client, server, server.pid, request(c.request.size > MiB ? 1 : 1000, Math.min(c.request.size, 8 * MiB)))
+      }
+      const runs: Array<Array<ClientRun>> = clients.map(() => [])
+      for (let i = 0; i < options.reps; i++) {
+        for (let j = 0; j < clients.length; j++) runs[j]!.push(await sendOnce(clients[j]!, server, server.pid, request(c.request.messages)))
+      }
+      raw.push({ case: c.id, runs })
+      const [ours, peer] = runs.map((rs) => ({
+        rate: median(rs.map((r) => c.unit === "msg/s" ? r.messages / r.seconds : r.bytes / 1e6 / r.seconds)),
+        cpu: median(rs.map((r) => r.cpuSeconds / r.messages)),
+        cpuShare: median(rs.map((r) => r.cpuSeconds / r.seconds)),
+        serverShare: median(rs.map((r) => r.serverCpuShare)),
+        peakRss: median(rs.map((r) => r.peakRss))
+      }))
+      const base = {
+        suite: "client",
+        id: c.id,
+        case: `${c.label}: ${c.oursLabel}`,
+        peerName: c.peerLabel
+      } as const
+      rows.push(
+        {
+          ...base,
+          metric: "throughput",
+          unit: c.unit,
+          ours: ours!.rate,
+          peer: peer!.rate,
+          target: c.targets?.throughput,
+          note: `${c.server} busy ${Math.round(ours!.serverShare * 100)} / ${Math.round(peer!.serverShare * 100)} %${c.targets === undefined ? "; extra row" : ""}`
+        },
+        {
+          ...base,
+          metric: "client CPU per msg",
+          unit: "cpu",
+          ours: ours!.cpu,
+          peer: peer!.cpu,
+          target: c.targets?.cpu,
+          note: `client busy ${Math.round(ours!.cpuShare * 100)} / ${Math.round(peer!.cpuShare * 100)} %`
+        },
+        { ...base, metric: "client peak RSS", unit: "bytes", ours: ours!.peakRss, peer: peer!.peakRss, target: c.targets?.peakRss }
+      )
+    } finally {
+      for (const client of clients) await client.stop()
+      await server.stop()
     }
-  } finally {
-    await sink.stop()
   }
   return { rows, raw }
 }

@@ -1,15 +1,20 @@
 /**
- * Where effect-smtp spends its CPU: for a case of the server or client suite, effect-smtp runs
- * from the sources (so every frame names its module) with `--cpu-prof` under the same load,
- * and the profile of the measured run alone is summarised by area and function.
+ * `--profile`: where effect-smtp spends its CPU in a case. effect-smtp runs as in the
+ * measured case (from dist/, its frames mapped back to src/ through the source maps; or from
+ * the sources with `--profile-from src`) under `--cpu-prof`, with the case's load after the
+ * usual warm-up, and the profile of the measured run alone is summarised by area and function.
  */
 import { mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs"
 import * as path from "node:path"
 import { analyze, type Breakdown, type CpuProfile, groups } from "../lib/cpuprofile.ts"
-import { NodeChild, pinning } from "../lib/proc.ts"
+import type { SendAnswer, SendRequest } from "../lib/message.ts"
+import { type Program, startProgram } from "../lib/programs.ts"
+import { pinning } from "../lib/proc.ts"
+import { type Load, nodeServer, runCase, type ServerSpec, startSmtpSink, summarize } from "../lib/servers.ts"
 import { clientCases } from "./client.ts"
-import { nodeServer, runCase, serverCases, startSmtpSink, summarize } from "./server.ts"
+import { serverCases } from "./server.ts"
 
+const MiB = 1024 * 1024
 const pct = (x: number) => `${(x * 100).toFixed(1).padStart(5)} %`
 
 const profileArgs = (dir: string) => ["--cpu-prof", `--cpu-prof-dir=${dir}`, "--cpu-prof-interval=500"]
@@ -42,50 +47,77 @@ const render = (title: string, b: Breakdown, file: string) =>
     ...b.functions.slice(0, 25).map((f) => `  ${pct(f.share)}  ${f.fn}`)
   ].join("\n")
 
-export const profileServer = async (root: string, outDir: string, scale: number, caseId: string): Promise<string> => {
-  const c = serverCases(scale).find((x) => x.id === caseId)
-  if (c === undefined) throw new Error(`no server case ${caseId}`)
+/** Every case `--profile` takes: the server cases, the 1 GiB case and the client cases. */
+export const profileCaseIds = (scale: number): ReadonlyArray<string> => [
+  ...serverCases(scale).map((c) => c.id),
+  "1g",
+  ...clientCases(scale).map((c) => c.id)
+]
+
+export const defaultProfiles = ["b", "d", "client-one", "client-100m"]
+
+const profileServer = async (root: string, outDir: string, server: Program, scale: number, id: string): Promise<string> => {
+  const c = id === "1g"
+    ? { id, label: "one 1 GiB message, SHA-256", load: { keepConnection: true, sessions: 1, messages: 1, size: 1024 * MiB } satisfies Load, unit: "MB/s" as const }
+    : serverCases(scale).find((x) => x.id === id)
+  if (c === undefined) throw new Error(`no server case ${id}`)
   const dir = freshDir(outDir, `server-${c.id}`)
-  const profiled = nodeServer("effect-smtp", path.join(root, "bench/servers/effect-smtp.ts"), profileArgs(dir))
-  const [result] = await runCase([profiled], { mode: "sink", load: c.load, reps: 1, timeoutMs: 120_000 })
+  const plain = nodeServer(server)
+  const profiled: ServerSpec = { name: server.name, start: (o) => plain.start({ ...o, nodeArgs: profileArgs(dir) }) }
+  const [result] = await runCase([profiled], { mode: id === "1g" ? "hash" : "sink", load: c.load, reps: 1, timeoutMs: 600_000 })
   if (result === undefined) throw new Error("no profiled run")
   // Only the measured run counts: start-up and warm-up are left out.
   const { breakdown, file } = readProfile(root, dir, result.runs[0]?.window)
   const s = summarize(result, c.unit)
-  const title = `Profile of effect-smtp's server, ${c.label} (${c.load.messages} msgs; under the profiler ` +
+  const title = `Profile of effect-smtp's server (${server.form}), ${c.label} (${c.load.messages} msgs; under the profiler ` +
     `${Math.round(s.rate).toLocaleString("en-US")} ${c.unit}, ${Math.round(s.cpuPerMessage * 1e6).toLocaleString("en-US")} µs CPU/msg)`
   return render(title, breakdown, file)
 }
 
-/** The same for effect-smtp's client sending to smtp-sink. */
-export const profileClient = async (root: string, outDir: string, scale: number, caseId: string): Promise<string> => {
-  const c = clientCases(scale).find((x) => x.id === caseId)
-  if (c === undefined) throw new Error(`no client case ${caseId}`)
-  const dir = freshDir(outDir, `client-${c.id}`)
-  const sink = await startSmtpSink(pinning.load)
+const profileClient = async (root: string, outDir: string, programs: { readonly client: Program; readonly server: Program }, scale: number, id: string): Promise<string> => {
+  const c = clientCases(scale).find((x) => x.id === id)
+  if (c === undefined) throw new Error(`no client case ${id}`)
+  const dir = freshDir(outDir, c.id)
+  const server = c.server === "smtp-sink"
+    ? await startSmtpSink(pinning.load)
+    : await nodeServer(programs.server).start({ mode: "sink", core: pinning.load })
   try {
-    const { child } = await NodeChild.start({
-      script: path.join(root, "bench/clients/effect-smtp.ts"),
-      nodeArgs: profileArgs(dir),
-      core: pinning.measured
+    const { child } = await startProgram(programs.client, { core: pinning.measured, nodeArgs: profileArgs(dir) })
+    const request = (messages: number, size = c.request.size): SendRequest & { readonly type: string } => ({
+      type: "send",
+      ...c.request,
+      port: server.port,
+      messages,
+      size
     })
-    const request = { type: "send", port: sink.port, mode: c.mode, connections: c.connections, size: c.size }
     let window: readonly [number, number]
-    let seconds: number
+    let answer: SendAnswer
     try {
-      await child.request({ ...request, messages: c.size > 1024 * 1024 ? 1 : 500 }) // warm-up
-      const answer = await child.request({ ...request, messages: c.messages }, 180_000)
-      window = [Number(answer.startedUs), Number(answer.clockUs)]
-      seconds = Number(answer.seconds)
+      await child.request(request(c.request.size > MiB ? 1 : 1000, Math.min(c.request.size, 8 * MiB)), 600_000) // warm-up
+      const reply = await child.request(request(c.request.messages), 600_000)
+      answer = reply as unknown as SendAnswer
+      window = [answer.startedUs, Number(reply.clockUs)]
     } finally {
       await child.stop()
     }
+    if (answer.accepted !== c.request.messages) throw new Error(`${answer.accepted} of ${c.request.messages} messages accepted`)
     const { breakdown, file } = readProfile(root, dir, window)
-    const rate = c.unit === "msg/s" ? c.messages / seconds : c.messages * c.size / 1e6 / seconds
-    const title = `Profile of effect-smtp's client, ${c.label} (${c.messages} msgs to smtp-sink; under the profiler ` +
-      `${Math.round(rate).toLocaleString("en-US")} ${c.unit})`
+    const rate = c.unit === "msg/s" ? c.request.messages / answer.seconds : c.request.messages * c.request.size / 1e6 / answer.seconds
+    const title = `Profile of effect-smtp's client (${programs.client.form}), ${c.label} (${c.request.messages} msgs; under the profiler ` +
+      `${Math.round(rate).toLocaleString("en-US")} ${c.unit}, ${Math.round(answer.cpuSeconds / c.request.messages * 1e6).toLocaleString("en-US")} µs CPU/msg)`
     return render(title, breakdown, file)
   } finally {
-    await sink.stop()
+    await server.stop()
   }
 }
+
+/** Profiles one case; `programs` are effect-smtp's server and client in the form to profile. */
+export const profileCase = (root: string, outDir: string, programs: {
+  readonly server: Program
+  readonly client: Program
+  /** The server that client cases send to when it is effect-smtp's (always from dist). */
+  readonly ownServer: Program
+}, scale: number, id: string): Promise<string> =>
+  id.startsWith("client-")
+    ? profileClient(root, outDir, { client: programs.client, server: programs.ownServer }, scale, id)
+    : profileServer(root, outDir, programs.server, scale, id)
