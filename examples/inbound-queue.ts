@@ -10,7 +10,12 @@
  */
 import * as NodeRedis from "@effect/platform-node/NodeRedis"
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
-import { Context, DateTime, Effect, Layer, Schema, Stream } from "effect"
+import * as Context from "effect/Context"
+import * as DateTime from "effect/DateTime"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Schema from "effect/Schema"
+import * as Stream from "effect/Stream"
 import * as PersistedQueue from "effect/persistence/PersistedQueue"
 import { Backend } from "effect-smtp/Backend"
 import * as NodeTransport from "effect-smtp/NodeTransport"

@@ -5,8 +5,10 @@
  *
  * Run in this repository: node_modules/.bin/node --conditions=source examples/lmtp-delivery.ts.
  */
-import { NodeRuntime } from "@effect/platform-node"
-import { Effect, Layer, Stream } from "effect"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Stream from "effect/Stream"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import type { Address } from "effect-smtp/Address"

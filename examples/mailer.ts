@@ -5,8 +5,11 @@
  * Run in this repository against the dev server (`npm start`):
  *   node_modules/.bin/node --conditions=source examples/mailer.ts
  */
-import { NodeRuntime } from "@effect/platform-node"
-import { Console, Effect, Layer, Schedule } from "effect"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
+import * as Console from "effect/Console"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Schedule from "effect/Schedule"
 import * as Mailer from "effect-smtp/Mailer"
 import * as NodeTransport from "effect-smtp/NodeTransport"
 

@@ -1,5 +1,6 @@
 /** The client tour of the README, kept here so that the type check covers it. */
-import { Effect, Redacted } from "effect"
+import * as Effect from "effect/Effect"
+import * as Redacted from "effect/Redacted"
 import * as NodeTransport from "effect-smtp/NodeTransport"
 import * as SmtpClient from "effect-smtp/SmtpClient"
 

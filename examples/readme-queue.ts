@@ -1,5 +1,6 @@
 /** The queue tour of the README, kept here so that the type check covers it. */
-import { Effect, Layer } from "effect"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
 import * as NodeRedis from "@effect/platform-node/NodeRedis"
 import * as Mailer from "effect-smtp/Mailer"
 import * as MailQueue from "effect-smtp/MailQueue"

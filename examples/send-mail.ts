@@ -5,8 +5,9 @@
  * Run in this repository against the dev server (`npm start`):
  *   node_modules/.bin/node --conditions=source examples/send-mail.ts
  */
-import { NodeRuntime } from "@effect/platform-node"
-import { Console, Effect } from "effect"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
+import * as Console from "effect/Console"
+import * as Effect from "effect/Effect"
 import * as NodeTransport from "effect-smtp/NodeTransport"
 import * as SmtpClient from "effect-smtp/SmtpClient"
 

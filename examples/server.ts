@@ -2,8 +2,10 @@
  * A backend Layer composed into an Effect app: accepts mail for example.com and logs its size.
  * Run in this repository: node_modules/.bin/node --conditions=source examples/server.ts, then send to 127.0.0.1:2525.
  */
-import { Effect, Layer, Stream } from "effect"
-import { NodeRuntime } from "@effect/platform-node"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Stream from "effect/Stream"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Backend } from "effect-smtp/Backend"
 import * as SmtpError from "effect-smtp/SmtpError"
 import * as SmtpServer from "effect-smtp/SmtpServer"

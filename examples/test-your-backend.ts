@@ -5,7 +5,9 @@
  *
  * Run in this repository: node_modules/.bin/node --conditions=source examples/test-your-backend.ts
  */
-import { Effect, Layer, Stream } from "effect"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Stream from "effect/Stream"
 import { Backend } from "effect-smtp/Backend"
 import * as MemoryTransport from "effect-smtp/MemoryTransport"
 import * as SmtpClient from "effect-smtp/SmtpClient"

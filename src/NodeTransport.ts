@@ -19,7 +19,7 @@ import type * as Scope from "effect/Scope"
 import * as fs from "node:fs"
 import * as net from "node:net"
 import { dirname, join } from "node:path"
-import * as tls from "node:tls"
+import type * as tls from "node:tls"
 import * as UnixSocketAccess from "./internal/UnixSocketAccess.ts"
 import {
   type ConnectOptions,
@@ -65,6 +65,14 @@ export const make = (
   options?: MakeOptions
 ): Effect.Effect<Transport, never, Scope.Scope> =>
   Effect.acquireRelease(Effect.sync(() => makeUnsafe(socket, role, options)), (t) => t.close)
+
+// node:tls costs a server about 5 MiB once loaded: it is loaded by the first connection that
+// uses TLS, not by importing this module.
+let tlsModule: typeof tls | undefined
+const nodeTls = (): typeof tls => (tlsModule ??= process.getBuiltinModule("node:tls"))
+
+/** A TLSSocket, whoever loaded node:tls. */
+const isTlsSocket = (s: net.Socket): s is tls.TLSSocket => (s as { readonly encrypted?: unknown }).encrypted === true
 
 // ---------------------------------------------------------------------------------------------
 // Errors
@@ -178,7 +186,7 @@ const settleHandshake = (raw: unknown, socket: tls.TLSSocket | undefined, error:
 const handshakeServer = (options: TlsServerOptions): tls.Server => {
   let server = handshakeServers.get(options)
   if (server === undefined) {
-    server = tls.createServer(options)
+    server = nodeTls().createServer(options)
     server.on("secureConnection", (s: tls.TLSSocket) => settleHandshake(parentOf(s), s, undefined))
     server.on("tlsClientError", (error: Error, s: tls.TLSSocket) => {
       // Certificate refused by `rejectUnauthorized`: Node destroys without a useful error.
@@ -351,7 +359,7 @@ const makeConn = (socket: net.Socket, role: "server" | "client", options: MakeOp
     for (const f of closeWaiters) f()
     closeWaiters.clear()
   })
-  if (raw instanceof tls.TLSSocket) {
+  if (isTlsSocket(raw)) {
     secure = raw
     tlsState = readTlsState(raw)
   }
@@ -453,7 +461,7 @@ const makeConn = (socket: net.Socket, role: "server" | "client", options: MakeOp
       const host = options.hostname ?? (remoteEndpoint?._tag === "Tcp" ? remoteEndpoint.host : undefined)
       let s: tls.TLSSocket
       try {
-        s = tls.connect({
+        s = nodeTls().connect({
           ...upgrade.tls,
           socket: raw,
           ...(servername !== undefined ? { servername } : {}),
@@ -735,7 +743,7 @@ export const connectUnsafe = (options: ConnectOptions): Effect.Effect<Transport,
     try {
       socket = clientTls === undefined
         ? net.connect(target)
-        : tls.connect({ ...clientTls, ...target, ...(servername !== undefined ? { servername } : {}) })
+        : nodeTls().connect({ ...clientTls, ...target, ...(servername !== undefined ? { servername } : {}) })
     } catch (cause) {
       return resume(Effect.fail(connectError(endpoint, cause)))
     }

@@ -5,7 +5,7 @@
  *
  * @since 0.1.0
  */
-import * as Config from "effect/Config"
+import type * as Config from "effect/Config"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -173,26 +173,16 @@ export const layer = (options: ServerConfig.ServerOptions): Layer.Layer<SmtpServ
  * The server's options from `Config` (environment variables by default): SMTP_LISTEN
  * (comma-separated `host:port` or `unix:/path`), SMTP_DOMAIN, SMTP_PROTOCOL, SMTP_MAX_MESSAGE_BYTES,
  * SMTP_MAX_RECIPIENTS, SMTP_MAX_CONNECTIONS, SMTP_COMMAND_TIMEOUT. Fields of `overrides` win.
+ * (Effect's Config module is loaded only when this layer is built: a server that does not read
+ * its options from the environment never loads it.)
  */
 export const layerConfig = (
   overrides: Partial<ServerConfig.ServerOptions> = {}
 ): Layer.Layer<SmtpServer, TransportError | Config.ConfigError, Backend | Network> =>
-  Layer.unwrap(Effect.gen(function*() {
-    const env = yield* Config.all({
-      listen: Config.String("SMTP_LISTEN").pipe(Config.withDefault("127.0.0.1:2525")),
-      domain: Config.String("SMTP_DOMAIN").pipe(Config.withDefault("localhost")),
-      protocol: Config.Literals(["smtp", "lmtp"], "SMTP_PROTOCOL").pipe(Config.withDefault("smtp" as const)),
-      maxMessageBytes: Config.Int("SMTP_MAX_MESSAGE_BYTES").pipe(Config.withDefault(32 * 1024 * 1024)),
-      maxRecipients: Config.Int("SMTP_MAX_RECIPIENTS").pipe(Config.withDefault(1000)),
-      maxConnections: Config.Int("SMTP_MAX_CONNECTIONS").pipe(Config.withDefault(1000)),
-      commandTimeout: Config.Duration("SMTP_COMMAND_TIMEOUT").pipe(Config.withDefault(Duration.minutes(5)))
-    })
-    const listen = yield* Effect.try({
-      try: () => env.listen.split(",").map((s) => s.trim()).filter((s) => s !== "").map(parseListenAddress),
-      catch: (e) => new TransportError({ reason: "Listen", message: `SMTP_LISTEN: ${(e as Error).message}` })
-    })
-    return layer({ ...env, listen: listen.map((endpoint) => ({ endpoint })), ...overrides })
-  }))
+  Layer.unwrap(Effect.flatMap(
+    Effect.promise(() => import("./internal/ServerEnvironment.ts")),
+    (env) => Effect.map(env.fromConfig(parseListenAddress), (options) => layer({ ...options, ...overrides }))
+  ))
 
 /** Parses `host:port`, `[v6]:port` or `unix:/path`. Throws on anything else (configuration error). */
 export const parseListenAddress = (text: string): Endpoint => {

@@ -5,7 +5,8 @@ import * as Stream from "effect/Stream"
 import * as Context from "effect/Context"
 import { Backend } from "../src/Backend.ts"
 import * as NodeTransport from "../src/NodeTransport.ts"
-import { SmtpServer, layer } from "../src/SmtpServer.ts"
+import * as ConfigProvider from "effect/ConfigProvider"
+import { SmtpServer, layer, layerConfig } from "../src/SmtpServer.ts"
 import * as Wire from "./support/wire.ts"
 
 const received: Array<string> = []
@@ -37,5 +38,41 @@ describe("smoke", () => {
       assert.strictEqual(r.code, 250)
       assert.deepStrictEqual(received, ["Subject: hi\r\n\r\n.dot\r\n"])
       assert.strictEqual((yield* p.command("QUIT")).code, 221)
+    }))
+})
+
+describe("layerConfig", () => {
+  it.live("reads the listeners, domain and limits from Config; overrides win", () =>
+    Effect.gen(function*() {
+      const env = ConfigProvider.fromEnvRecord({
+        SMTP_LISTEN: "127.0.0.1:0, 127.0.0.1:0",
+        SMTP_DOMAIN: "mx.env.example",
+        SMTP_MAX_RECIPIENTS: "2"
+      })
+      const ctx = yield* Layer.build(layerConfig({ greeting: "from overrides" }).pipe(
+        Layer.provide(TestBackend),
+        Layer.provideMerge(NodeTransport.layer),
+        Layer.provide(ConfigProvider.layer(env))
+      ))
+      const server = Context.get(ctx, SmtpServer)
+      assert.strictEqual(server.listeners.length, 2)
+      const p = yield* Wire.connect({ endpoint: server.listeners[0]!.endpoint }).pipe(Effect.provide(NodeTransport.layer))
+      assert.deepStrictEqual((yield* p.reply).lines, ["mx.env.example from overrides"])
+      assert.strictEqual((yield* p.command("EHLO c")).code, 250)
+      assert.strictEqual((yield* p.command("MAIL FROM:<a@b.example>")).code, 250)
+      assert.strictEqual((yield* p.command("RCPT TO:<c@d.example>")).code, 250)
+      assert.strictEqual((yield* p.command("RCPT TO:<e@d.example>")).code, 250)
+      assert.strictEqual((yield* p.command("RCPT TO:<f@d.example>")).code, 452)
+    }))
+
+  it.effect("a bad SMTP_LISTEN fails the layer with a Listen error", () =>
+    Effect.gen(function*() {
+      const env = ConfigProvider.fromEnvRecord({ SMTP_LISTEN: "nowhere" })
+      const exit = yield* Effect.exit(Layer.build(layerConfig().pipe(
+        Layer.provide(TestBackend),
+        Layer.provide(NodeTransport.layer),
+        Layer.provide(ConfigProvider.layer(env))
+      )))
+      assert.isTrue(exit._tag === "Failure" && String(exit.cause).includes("SMTP_LISTEN"))
     }))
 })

@@ -98,7 +98,7 @@ export const loginServer = (verify: PasswordVerifier, options?: ExchangeOptions)
 const DUMMY_SECRET = "\0dummy secret for unknown users\0"
 
 /** SASLprep when it applies; a string it refuses is compared as is, on both sides alike. */
-const prepOrRaw = (s: string): string => saslprep(s) ?? s
+const prepOrRaw = (s: string): Effect.Effect<string> => Effect.map(saslprep(s), (prepared) => prepared ?? s)
 
 /**
  * A {@link PasswordVerifier} over a lookup of stored plaintext passwords. Both passwords
@@ -116,8 +116,8 @@ export const passwordVerifier = (
   return (input) =>
     Effect.gen(function*() {
       const stored = yield* lookup(input.username)
-      const expected = stored === undefined ? DUMMY_SECRET : prepOrRaw(Redacted.value(stored))
-      const supplied = prepOrRaw(Redacted.value(input.password))
+      const expected = stored === undefined ? DUMMY_SECRET : yield* prepOrRaw(Redacted.value(stored))
+      const supplied = yield* prepOrRaw(Redacted.value(input.password))
       const [a, b] = yield* Effect.all([
         Crypto.sha256(Bytes.utf8(supplied)),
         Crypto.sha256(Bytes.utf8(expected))

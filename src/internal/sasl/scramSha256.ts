@@ -86,7 +86,7 @@ export const deriveScramCredential = (
   options?: { readonly salt?: Uint8Array | undefined; readonly iterations?: number | undefined }
 ): Effect.Effect<ScramCredential, SaslError> =>
   Effect.gen(function*() {
-    const prepared = saslprep(typeof password === "string" ? password : Redacted.value(password))
+    const prepared = yield* saslprep(typeof password === "string" ? password : Redacted.value(password))
     if (prepared === undefined || prepared === "") {
       return yield* fail("InvalidCredentials", "password fails SASLprep", SCRAM)
     }
@@ -147,7 +147,7 @@ const parseClientFirst = (message: Uint8Array) =>
       return yield* fail("MalformedResponse", "invalid client-first-message", SCRAM)
     }
     const decoded = decodeSaslname(nValue)
-    const username = decoded === undefined || hasNul(decoded) ? undefined : saslprep(decoded)
+    const username = decoded === undefined || hasNul(decoded) ? undefined : yield* saslprep(decoded)
     if (username === undefined || username === "") return yield* fail("MalformedResponse", "invalid username", SCRAM)
     return { gs2: text.slice(0, m[0].length), bare, authzid, username, clientNonce }
   })
@@ -388,8 +388,8 @@ export const scramSha256 = (
   name: SCRAM,
   sendsSecret: false,
   client: Effect.gen(function*() {
-    const username = saslprep(credentials.username)
-    const password = saslprep(Redacted.value(credentials.password))
+    const username = yield* saslprep(credentials.username)
+    const password = yield* saslprep(Redacted.value(credentials.password))
     if (username === undefined || username === "") return yield* invalid(SCRAM, "username fails SASLprep")
     if (password === undefined || password === "") return yield* invalid(SCRAM, "password fails SASLprep")
     const authzid = credentials.authzid
