@@ -21,6 +21,7 @@ import * as ServerConfig from "./internal/ServerConfig.ts"
 import { serve } from "./internal/ServerConnection.ts"
 import * as Metrics from "./internal/ServerMetrics.ts"
 import * as ServerReplies from "./internal/ServerReplies.ts"
+import * as Watchdog from "./internal/Watchdog.ts"
 import { type Endpoint, formatEndpoint, type Listener, Network, type Transport, TransportError } from "./Transport.ts"
 
 export type { Extensions, ListenSpec, ServerOptions } from "./internal/ServerConfig.ts"
@@ -61,6 +62,7 @@ export const make = Effect.fnUntraced(function*(
   const shutdown = yield* Latch.make(false)
   const connections = yield* FiberSet.make<void, never>()
   const replies = ServerReplies.make(c)
+  const deadlines = yield* Watchdog.make
   const shutdownHooks = new Set<() => void>()
   const onShutdown = (f: () => void) => {
     shutdownHooks.add(f)
@@ -128,7 +130,7 @@ export const make = Effect.fnUntraced(function*(
     })
     return Effect.andThen(
       Effect.andThen(Metric.update(Metrics.connections, 1), Metric.update(Metrics.activeConnections, 1)),
-      serve(transport, { config: c, replies, id, implicitTls: listener.implicitTls, shutdown, onShutdown })
+      serve(transport, { config: c, replies, id, implicitTls: listener.implicitTls, shutdown, onShutdown, deadlines })
     ).pipe(
       Effect.scoped,
       Effect.ensuring(transport.close),

@@ -220,7 +220,7 @@ export const make = (transport: Transport, options: LineReaderOptions): LineRead
         const remaining = remainingAt(watchdog.now())
         if (remaining <= 0) return Effect.fail(bodyTimeout())
         watchdog.arm(Duration.millis(remaining), w.onBodyTimeout)
-        return Effect.onError(filled, () => Effect.sync(watchdog.disarm))
+        return Effect.onError(filled, () => Effect.sync(() => watchdog.disarm()))
       })
     }
     return Effect.gen(function*() {

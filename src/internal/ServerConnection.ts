@@ -48,6 +48,8 @@ export interface ConnectionContext {
    * command outside a transaction is told 421 at once); returns the unregistration.
    */
   readonly onShutdown: (f: () => void) => () => void
+  /** The server's deadline keeper: every connection's timeouts. */
+  readonly deadlines: Watchdog.Deadlines
 }
 
 /** RFC 4954 4: a SASL response line may be up to 12288 octets. */
@@ -801,7 +803,8 @@ const QUIT = Symbol("QUIT")
 /** Serves one accepted connection until it ends; never fails. */
 export const serve = (transport: Transport, ctx: ConnectionContext): Effect.Effect<void, never, Backend | Scope.Scope> =>
   Effect.gen(function*() {
-    const watchdog = yield* Watchdog.make
+    const watchdog = ctx.deadlines.watchdog()
+    yield* Effect.addFinalizer(() => Effect.sync(() => watchdog.close()))
     const fiber = yield* Effect.withFiber((fiber) => Effect.succeed(fiber))
     const services = yield* Effect.context<never>()
     const conversation = new Conversation(transport, ctx, watchdog, fiber, services)

@@ -1,14 +1,17 @@
 /**
- * One timer per connection instead of one per read or write. Racing a timeout against every
- * read costs two fibers and a timer per line (measured: most of the server's Effect overhead);
- * here an operation sets a deadline, which is an assignment, and one sleeping fiber keeps it.
+ * Deadlines for every connection of a server, kept by one sleeping fiber.
  *
- * The sleeper wakes at the deadline it was started for; a deadline moved later in the
- * meantime (the usual case: every command pushes it on) just sends it back to sleep, and a
- * disarmed one lets it end. Only a deadline earlier than its wake-up replaces it. It sleeps
- * on the Clock service, so TestClock drives it in tests.
+ * Each connection has a `Watchdog`: arming it is an assignment, not a timer. The server's
+ * `Deadlines` files each watchdog once in a heap ordered by time, and sleeps until the earliest.
+ * A deadline pushed later in the meantime (the usual case: every command pushes it on) is filed
+ * again when its old time comes up; a disarmed one is taken out then. Only a deadline earlier
+ * than every filed one wakes the sleeper. So a command costs no timer and no
+ * fiber, an idle connection holds no fiber of its own, and a server holds one timer in all.
+ *
+ * It sleeps on the Clock service, so TestClock drives it in tests.
  */
 import * as Clock from "effect/Clock"
+import type * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type * as Fiber from "effect/Fiber"
@@ -22,63 +25,163 @@ export interface Watchdog {
   readonly now: () => number
 }
 
-export const make: Effect.Effect<Watchdog, never, Scope.Scope> = Effect.gen(function*() {
-  const clock = yield* Clock.Clock
-  const context = yield* Effect.context<never>()
-  const fork = Effect.runForkWith(context)
-  let deadline: number | undefined
-  let onExpire: Effect.Effect<void> = Effect.void
-  let sleeper: Fiber.Fiber<void> | undefined
-  // When the sleeper wakes up; undefined when there is none.
-  let wakeAt: number | undefined
-  let closed = false
+export interface Deadlines {
+  /** A watchdog for one connection; `close` it when the connection ends. */
+  readonly watchdog: () => Watchdog & { readonly close: () => void }
+}
 
-  // Each sleeper has a generation; one replaced by an earlier deadline ends without acting.
-  let generation = 0
-  const check = (mine: number): Effect.Effect<void> =>
-    Effect.suspend(() => {
-      if (mine !== generation) return Effect.void
-      if (deadline === undefined) {
-        sleeper = wakeAt = undefined
-        return Effect.void
-      }
-      const now = clock.currentTimeMillisUnsafe()
-      if (now >= deadline) {
-        sleeper = wakeAt = deadline = undefined
-        return onExpire
-      }
-      wakeAt = deadline
-      return sleepThenCheck(mine, deadline - now)
-    })
-  const sleepThenCheck = (mine: number, millis: number) =>
-    Effect.flatMap(clock.sleep(Duration.millis(millis)), () => check(mine))
+class Dog implements Watchdog {
+  deadline: number | undefined = undefined
+  onExpire: Effect.Effect<void> = Effect.void
+  /** Where this watchdog is in the heap (-1: not there), and the time it is filed under. */
+  index = -1
+  key = 0
+  closed = false
+  readonly keeper: Keeper
+  constructor(keeper: Keeper) {
+    this.keeper = keeper
+  }
+  arm(duration: Duration.Duration, onExpire: Effect.Effect<void>) {
+    if (this.closed) return
+    const at = this.keeper.clock.currentTimeMillisUnsafe() + Duration.toMillis(duration)
+    this.deadline = at
+    this.onExpire = onExpire
+    // Later than where it is filed: it is filed again when that time comes.
+    if (this.index < 0 || at < this.key) this.keeper.file(this, at)
+  }
+  disarm() {
+    this.deadline = undefined
+  }
+  now() {
+    return this.keeper.clock.currentTimeMillisUnsafe()
+  }
+  close() {
+    this.closed = true
+    this.deadline = undefined
+    this.onExpire = Effect.void
+    if (this.index >= 0) this.keeper.remove(this)
+  }
+}
 
-  const start = (at: number, now: number) => {
-    wakeAt = at
-    sleeper = fork(sleepThenCheck(++generation, at - now))
+class Keeper {
+  readonly clock: Clock.Clock
+  readonly fork: (effect: Effect.Effect<void>) => Fiber.Fiber<void>
+  /** A binary min-heap of watchdogs on `key`; each knows its index. */
+  readonly heap: Array<Dog> = []
+  sleeper: Fiber.Fiber<void> | undefined = undefined
+  /** When the sleeper wakes up; undefined when there is none. */
+  wakeAt: number | undefined = undefined
+  closed = false
+
+  constructor(clock: Clock.Clock, services: Context.Context<never>) {
+    this.clock = clock
+    this.fork = Effect.runForkWith(services)
   }
 
-  const arm = (duration: Duration.Duration, expire: Effect.Effect<void>) => {
-    if (closed) return
-    const now = clock.currentTimeMillisUnsafe()
-    deadline = now + Duration.toMillis(duration)
-    onExpire = expire
-    if (sleeper === undefined) return start(deadline, now)
-    if (deadline < wakeAt!) {
-      sleeper.interruptUnsafe()
-      start(deadline, now)
+  file(dog: Dog, at: number) {
+    dog.key = at
+    if (dog.index < 0) {
+      dog.index = this.heap.length
+      this.heap.push(dog)
+    }
+    this.up(dog.index)
+    if (!this.closed && (this.wakeAt === undefined || at < this.wakeAt)) {
+      this.sleeper?.interruptUnsafe()
+      this.sleepUntil(at)
     }
   }
-  const disarm = () => {
-    deadline = undefined
+
+  remove(dog: Dog) {
+    const heap = this.heap
+    const i = dog.index
+    const last = heap.pop()!
+    dog.index = -1
+    if (last === dog) return
+    heap[i] = last
+    last.index = i
+    this.down(i)
+    this.up(last.index)
   }
 
+  // Each sleeper has a generation: one replaced by an earlier deadline ends without acting.
+  generation = 0
+
+  sleepUntil(at: number) {
+    this.wakeAt = at
+    const millis = Math.max(0, at - this.clock.currentTimeMillisUnsafe())
+    const mine = ++this.generation
+    this.sleeper = this.fork(Effect.flatMap(this.clock.sleep(Duration.millis(millis)), () => this.wake(mine)))
+  }
+
+  /** Fires what is due, files again what was pushed later, and sleeps until the next. */
+  wake(mine: number): Effect.Effect<void> {
+    return Effect.sync(() => {
+      if (mine !== this.generation) return
+      this.sleeper = this.wakeAt = undefined
+      const now = this.clock.currentTimeMillisUnsafe()
+      const heap = this.heap
+      while (heap.length > 0 && heap[0]!.key <= now) {
+        const dog = heap[0]!
+        const deadline = dog.deadline
+        if (deadline !== undefined && deadline > now) {
+          dog.key = deadline
+          this.down(0)
+          continue
+        }
+        this.remove(dog)
+        if (deadline === undefined) continue
+        dog.deadline = undefined
+        // Each expiry on a fiber of its own: a slow farewell must not hold the others back.
+        this.fork(dog.onExpire)
+      }
+      if (heap.length > 0 && !this.closed) this.sleepUntil(heap[0]!.key)
+    })
+  }
+
+  up(i: number) {
+    const heap = this.heap
+    const dog = heap[i]!
+    while (i > 0) {
+      const parent = (i - 1) >> 1
+      const p = heap[parent]!
+      if (p.key <= dog.key) break
+      heap[i] = p
+      p.index = i
+      i = parent
+    }
+    heap[i] = dog
+    dog.index = i
+  }
+
+  down(i: number) {
+    const heap = this.heap
+    const n = heap.length
+    const dog = heap[i]!
+    while (true) {
+      const left = 2 * i + 1
+      if (left >= n) break
+      const right = left + 1
+      const child = right < n && heap[right]!.key < heap[left]!.key ? right : left
+      const c = heap[child]!
+      if (c.key >= dog.key) break
+      heap[i] = c
+      c.index = i
+      i = child
+    }
+    heap[i] = dog
+    dog.index = i
+  }
+}
+
+/** The deadline keeper of one server; its scope stops it. */
+export const make: Effect.Effect<Deadlines, never, Scope.Scope> = Effect.gen(function*() {
+  const clock = yield* Clock.Clock
+  const keeper = new Keeper(clock, yield* Effect.context<never>())
   yield* Effect.addFinalizer(() =>
     Effect.sync(() => {
-      closed = true
-      deadline = undefined
-      sleeper?.interruptUnsafe()
+      keeper.closed = true
+      keeper.sleeper?.interruptUnsafe()
     })
   )
-  return { arm, disarm, now: () => clock.currentTimeMillisUnsafe() }
+  return { watchdog: () => new Dog(keeper) }
 })
