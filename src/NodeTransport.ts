@@ -247,147 +247,217 @@ type Resume<A> = (effect: Effect.Effect<A, TransportError>) => void
 /** Bytes read from the socket that no `read` has taken yet, past which the socket pauses. */
 const READ_AHEAD = 64 * 1024
 
-const makeConn = (socket: net.Socket, role: "server" | "client", options: MakeOptions): Transport => {
-  const raw = socket
-  // Replies and commands are batched into one write already: Nagle's algorithm would only
-  // hold the last segment of a batch back (a no-op on Unix sockets).
-  raw.setNoDelay(true)
-  const closeTimeoutMillis = options.closeTimeout === undefined ? 2000 : Duration.toMillis(options.closeTimeout)
+const makeConn = (socket: net.Socket, role: "server" | "client", options: MakeOptions): Transport =>
+  new NodeConnection(socket, role, options)
+
+/**
+ * One connection, as an object rather than a closure per operation: a server holds thousands
+ * of them. The Transport's functions are own properties (a copy made with `{ ...transport }`
+ * keeps working); everything else is on the prototype.
+ */
+class NodeConnection implements Transport {
+  readonly raw: net.Socket
+  readonly role: "server" | "client"
+  readonly hostname: string | undefined
+  readonly closeTimeoutMillis: number
+  readonly localEndpoint: Endpoint | undefined
+  readonly remoteEndpoint: Endpoint | undefined
   // `current` is the socket bytes are read from and written to: `raw`, then the TLSSocket.
   // It is undefined while a handshake runs and after one failed: no byte read before an
   // upgrade can come out of a read after it, and nothing is written in plaintext by mistake.
-  let current: net.Socket | undefined = raw
-  let secure: tls.TLSSocket | undefined
-  let tlsState: TlsState | undefined
-  let waiter: Resume<Uint8Array | undefined> | undefined
+  current: net.Socket | undefined
+  secure: tls.TLSSocket | undefined = undefined
+  tlsState: TlsState | undefined = undefined
+  waiter: Resume<Uint8Array | undefined> | undefined = undefined
   // Chunks no read has taken yet, oldest first (rarely more than one).
-  let ahead: Array<Buffer> = []
-  let aheadBytes = 0
-  let pausedAhead = false
+  ahead: Array<Buffer> = []
+  aheadBytes = 0
+  pausedAhead = false
   // A 'data' listener is on `current`: set by the first read, kept across a TLS upgrade.
-  let flowing = false
-  let failure: TransportError | undefined
+  flowing = false
+  failure: TransportError | undefined = undefined
   // The socket closed: a failure too, built (with its stack trace) only when something fails with it.
-  let peerClosed = false
-  let eof = false
-  let closing = false
-  let closed = false // the socket holding the file descriptor has emitted 'close'
-  const closeWaiters = new Set<() => void>()
-  // A Unix socket has neither address nor port (and the client end has no path).
-  const unix = raw.remoteAddress === undefined && raw.remotePort === undefined
-  const localEndpoint = options.localEndpoint ?? (unix ? undefined : tcpEndpoint(raw.localAddress, raw.localPort))
-  const remoteEndpoint = options.remoteEndpoint ?? (unix ? undefined : tcpEndpoint(raw.remoteAddress, raw.remotePort))
+  peerClosed = false
+  eof = false
+  closing = false
+  closed = false // the socket holding the file descriptor has emitted 'close'
+  closeWaiters: Set<() => void> | undefined = undefined
 
-  const currentFailure = (): TransportError | undefined => {
-    if (failure === undefined && peerClosed) failure = closedByPeer()
-    return failure
+  constructor(socket: net.Socket, role: "server" | "client", options: MakeOptions) {
+    const raw = socket
+    this.raw = raw
+    this.role = role
+    this.hostname = options.hostname
+    this.current = raw
+    // Replies and commands are batched into one write already: Nagle's algorithm would only
+    // hold the last segment of a batch back (a no-op on Unix sockets).
+    raw.setNoDelay(true)
+    this.closeTimeoutMillis = options.closeTimeout === undefined ? 2000 : Duration.toMillis(options.closeTimeout)
+    // A Unix socket has neither address nor port (and the client end has no path).
+    const unix = raw.remoteAddress === undefined && raw.remotePort === undefined
+    this.localEndpoint = options.localEndpoint ?? (unix ? undefined : tcpEndpoint(raw.localAddress, raw.localPort))
+    this.remoteEndpoint = options.remoteEndpoint ?? (unix ? undefined : tcpEndpoint(raw.remoteAddress, raw.remotePort))
+    // An 'error' without a listener crashes the process, whatever state we are in.
+    raw.on("error", ignore)
+    raw.once("close", this.onRawClose)
+    if (isTlsSocket(raw)) {
+      this.secure = raw
+      this.tlsState = readTlsState(raw)
+    }
+    this.attach(raw)
   }
 
-  const takeAhead = (): Buffer => {
+  // --- the Transport ---
+
+  readonly read: Effect.Effect<Uint8Array | undefined, TransportError> = Effect.suspend(() => {
+    if (this.waiter !== undefined) {
+      return Effect.fail(new TransportError({ reason: "Read", message: "another read is already pending" }))
+    }
+    if (this.ahead.length > 0 && !this.closing) return Effect.succeed(this.takeAhead())
+    return this.awaitChunk
+  })
+
+  readonly writeUnsafe = (data: Uint8Array | string): Effect.Effect<void, TransportError> => {
+    if (this.closing) return Effect.fail(closedLocally())
+    const s = this.current
+    if (s === undefined) {
+      return Effect.fail(this.currentFailure() ?? tlsError("cannot write while the TLS handshake is running"))
+    }
+    const f = this.currentFailure()
+    if (f !== undefined) return Effect.fail(f)
+    if (s.destroyed || s.writableEnded) return Effect.fail(closedByPeer())
+    return s.write(data) ? Effect.void : this.awaitDrain(s)
+  }
+
+  readonly write = (data: Uint8Array | string): Effect.Effect<void, TransportError> =>
+    Effect.suspend(() => this.writeUnsafe(data))
+
+  readonly upgradeTls: Transport["upgradeTls"] = (upgrade) =>
+    Effect.callback<void, TransportError>((resume) => this.startUpgrade(upgrade, resume))
+
+  readonly tls = (): TlsState | undefined => this.tlsState
+
+  readonly close: Effect.Effect<void> = Effect.callback((resume) => {
+    this.beginClose()
+    if (this.closed) return resume(Effect.void)
+    const done = () => resume(Effect.void)
+    const waiters = this.closeWaiters ??= new Set()
+    waiters.add(done)
+    return Effect.sync(() => {
+      waiters.delete(done)
+    })
+  })
+
+  // --- reading ---
+
+  currentFailure(): TransportError | undefined {
+    if (this.failure === undefined && this.peerClosed) this.failure = closedByPeer()
+    return this.failure
+  }
+
+  takeAhead(): Buffer {
+    const ahead = this.ahead
     const chunk = ahead.length === 1 ? ahead.pop()! : ahead.shift()!
-    aheadBytes -= chunk.length
-    if (pausedAhead && aheadBytes < READ_AHEAD) {
-      pausedAhead = false
-      current?.resume()
+    this.aheadBytes -= chunk.length
+    if (this.pausedAhead && this.aheadBytes < READ_AHEAD) {
+      this.pausedAhead = false
+      this.current?.resume()
     }
     return chunk
   }
 
-  const wake = () => {
-    if (waiter === undefined) return
+  wake() {
+    if (this.waiter === undefined) return
     let result: Effect.Effect<Uint8Array | undefined, TransportError> | undefined
-    if (closing) result = Effect.fail(closedLocally())
-    else if (ahead.length > 0) result = Effect.succeed(takeAhead())
-    else if (eof && current !== undefined) result = Effect.succeed(undefined)
+    if (this.closing) result = Effect.fail(closedLocally())
+    else if (this.ahead.length > 0) result = Effect.succeed(this.takeAhead())
+    else if (this.eof && this.current !== undefined) result = Effect.succeed(undefined)
     else {
-      const f = currentFailure()
+      const f = this.currentFailure()
       if (f !== undefined) result = Effect.fail(f)
     }
     if (result === undefined) return
-    const resume = waiter
-    waiter = undefined
+    const resume = this.waiter
+    this.waiter = undefined
     resume(result)
   }
 
-  const onData = (chunk: Buffer) => {
-    if (waiter !== undefined && ahead.length === 0 && !closing) {
-      const resume = waiter
-      waiter = undefined
-      return resume(Effect.succeed(chunk))
+  readonly cancelRead: Effect.Effect<void> = Effect.sync(() => {
+    this.waiter = undefined // interrupted: the next read takes over
+  })
+
+  readonly awaitChunk: Effect.Effect<Uint8Array | undefined, TransportError> = Effect.callback((resume) => {
+    this.waiter = resume
+    if (!this.flowing) {
+      this.flowing = true
+      // (a socket accepted with pauseOnConnect does not start flowing on its own)
+      this.current?.on("data", this.onData).resume()
     }
-    ahead.push(chunk)
-    aheadBytes += chunk.length
-    if (aheadBytes >= READ_AHEAD && !pausedAhead) {
-      pausedAhead = true
-      current?.pause()
+    this.wake()
+    return this.waiter === resume ? this.cancelRead : undefined // undefined: resumed synchronously
+  })
+
+  readonly onData = (chunk: Buffer) => {
+    const waiter = this.waiter
+    if (waiter !== undefined && this.ahead.length === 0 && !this.closing) {
+      this.waiter = undefined
+      return waiter(Effect.succeed(chunk))
+    }
+    this.ahead.push(chunk)
+    this.aheadBytes += chunk.length
+    if (this.aheadBytes >= READ_AHEAD && !this.pausedAhead) {
+      this.pausedAhead = true
+      this.current?.pause()
     }
   }
 
-  const onEnd = () => {
-    eof = true
-    wake()
+  readonly onEnd = () => {
+    this.eof = true
+    this.wake()
   }
-  const onError = (cause: unknown) => {
-    if (failure === undefined && !peerClosed) failure = socketError(cause, "Read")
-    wake()
+
+  readonly onError = (cause: unknown) => {
+    if (this.failure === undefined && !this.peerClosed) this.failure = socketError(cause, "Read")
+    this.wake()
   }
-  const onClose = () => {
-    peerClosed = true
-    wake()
+
+  readonly onClose = () => {
+    this.peerClosed = true
+    this.wake()
   }
-  const attach = (s: net.Socket) => {
-    s.on("end", onEnd).on("error", onError).on("close", onClose)
+
+  readonly onRawClose = () => {
+    this.closed = true
+    const waiters = this.closeWaiters
+    if (waiters === undefined) return
+    for (const f of waiters) f()
+    waiters.clear()
+  }
+
+  attach(s: net.Socket) {
+    s.on("end", this.onEnd).on("error", this.onError).on("close", this.onClose)
     // Reading starts with the first read.
-    if (flowing) s.on("data", onData).resume()
+    if (this.flowing) s.on("data", this.onData).resume()
   }
+
   /**
    * Stops reading from `s` for a TLS upgrade: what was read ahead goes back to the socket, where
    * Node hands it to the TLS engine (an early ClientHello is kept, injected plaintext fails).
    */
-  const detach = (s: net.Socket) => {
-    s.off("data", onData).off("end", onEnd).off("error", onError).off("close", onClose)
+  detach(s: net.Socket) {
+    s.off("data", this.onData).off("end", this.onEnd).off("error", this.onError).off("close", this.onClose)
     s.pause()
-    pausedAhead = false
+    this.pausedAhead = false
+    const ahead = this.ahead
     for (let i = ahead.length - 1; i >= 0; i--) s.unshift(ahead[i]!)
-    ahead = []
-    aheadBytes = 0
+    this.ahead = []
+    this.aheadBytes = 0
   }
-  // An 'error' without a listener crashes the process, whatever state we are in.
-  raw.on("error", ignore)
-  raw.once("close", () => {
-    closed = true
-    for (const f of closeWaiters) f()
-    closeWaiters.clear()
-  })
-  if (isTlsSocket(raw)) {
-    secure = raw
-    tlsState = readTlsState(raw)
-  }
-  attach(raw)
 
-  const cancelRead = Effect.sync(() => {
-    waiter = undefined // interrupted: the next read takes over
-  })
-  const awaitChunk: Effect.Effect<Uint8Array | undefined, TransportError> = Effect.callback((resume) => {
-    waiter = resume
-    if (!flowing) {
-      flowing = true
-      // (a socket accepted with pauseOnConnect does not start flowing on its own)
-      current?.on("data", onData).resume()
-    }
-    wake()
-    return waiter === resume ? cancelRead : undefined // undefined: resumed synchronously
-  })
-  const read: Effect.Effect<Uint8Array | undefined, TransportError> = Effect.suspend(() => {
-    if (waiter !== undefined) {
-      return Effect.fail(new TransportError({ reason: "Read", message: "another read is already pending" }))
-    }
-    if (ahead.length > 0 && !closing) return Effect.succeed(takeAhead())
-    return awaitChunk
-  })
+  // --- writing ---
 
-  const awaitDrain = (s: net.Socket): Effect.Effect<void, TransportError> =>
-    Effect.callback((resume) => {
+  awaitDrain(s: net.Socket): Effect.Effect<void, TransportError> {
+    return Effect.callback((resume) => {
       const cleanup = () => {
         s.off("drain", onDrain).off("close", onDrainClose)
       }
@@ -398,142 +468,131 @@ const makeConn = (socket: net.Socket, role: "server" | "client", options: MakeOp
       // 'error' is always followed by 'close'; onError has recorded the cause by then.
       const onDrainClose = () => {
         cleanup()
-        resume(Effect.fail(closing ? closedLocally() : currentFailure() ?? closedByPeer()))
+        resume(Effect.fail(this.closing ? closedLocally() : this.currentFailure() ?? closedByPeer()))
       }
       s.on("drain", onDrain).on("close", onDrainClose)
       return Effect.sync(cleanup)
     })
-
-  const writeUnsafe = (data: Uint8Array | string): Effect.Effect<void, TransportError> => {
-    if (closing) return Effect.fail(closedLocally())
-    const s = current
-    if (s === undefined) {
-      return Effect.fail(currentFailure() ?? tlsError("cannot write while the TLS handshake is running"))
-    }
-    const f = currentFailure()
-    if (f !== undefined) return Effect.fail(f)
-    if (s.destroyed || s.writableEnded) return Effect.fail(closedByPeer())
-    return s.write(data) ? Effect.void : awaitDrain(s)
   }
-  const write = (data: Uint8Array | string): Effect.Effect<void, TransportError> =>
-    Effect.suspend(() => writeUnsafe(data))
 
-  const finishUpgrade = (s: tls.TLSSocket) => {
-    secure = s
-    tlsState = readTlsState(s)
-    current = s
-    attach(s)
-    wake()
+  // --- TLS ---
+
+  finishUpgrade(s: tls.TLSSocket) {
+    this.secure = s
+    this.tlsState = readTlsState(s)
+    this.current = s
+    this.attach(s)
+    this.wake()
   }
-  const failUpgrade = (error: TransportError, s?: net.Socket) => {
-    failure = error
+
+  failUpgrade(error: TransportError, s?: net.Socket) {
+    this.failure = error
     s?.destroy()
-    raw.destroy()
-    wake()
+    this.raw.destroy()
+    this.wake()
   }
 
-  const upgradeTls: Transport["upgradeTls"] = (upgrade) =>
-    Effect.callback<void, TransportError>((resume) => {
-      if (closing) return resume(Effect.fail(closedLocally()))
-      if (secure !== undefined) return resume(Effect.fail(tlsError("the connection is already encrypted")))
-      if (upgrade.role !== role) return resume(Effect.fail(tlsError(`this is the ${role} side of the connection`)))
-      if (current === undefined) return resume(Effect.fail(currentFailure() ?? tlsError("a TLS handshake is already running")))
-      if (currentFailure() !== undefined || eof || raw.destroyed) return resume(Effect.fail(currentFailure() ?? closedByPeer()))
-      detach(raw)
-      current = undefined // Node feeds what it buffered on `raw` to the TLS engine, never to us
-      if (upgrade.role === "server") {
-        const cancel = serverHandshake(raw, upgrade.tls, (result) => {
-          if ("socket" in result) {
-            finishUpgrade(result.socket)
-            resume(Effect.void)
-          } else {
-            failUpgrade(result.error)
-            resume(Effect.fail(result.error))
-          }
-        })
-        return Effect.sync(() => {
-          cancel()
-          failUpgrade(tlsError("TLS handshake interrupted"))
-        })
-      }
-      const servername = upgrade.tls.servername ?? defaultServername(options.hostname)
-      // `host` is what the server certificate is checked against (an IP checks IP SANs).
-      const host = options.hostname ?? (remoteEndpoint?._tag === "Tcp" ? remoteEndpoint.host : undefined)
-      let s: tls.TLSSocket
-      try {
-        s = nodeTls().connect({
-          ...upgrade.tls,
-          socket: raw,
-          ...(servername !== undefined ? { servername } : {}),
-          ...(host !== undefined ? { host } : {})
-        })
-      } catch (cause) {
-        const error = tlsError(`invalid TLS options: ${errorMessage(cause)}`, cause)
-        failUpgrade(error)
-        return resume(Effect.fail(error))
-      }
-      s.on("error", ignore)
-      const cleanup = () => {
-        s.off("secureConnect", ok).off("error", ko).off("close", onEarlyClose)
-      }
-      const ok = () => {
-        cleanup()
-        finishUpgrade(s)
-        resume(Effect.void)
-      }
-      const ko = (cause: unknown) => {
-        cleanup()
-        const error = tlsError(`TLS handshake failed: ${errorMessage(cause)}`, cause)
-        failUpgrade(error, s)
-        resume(Effect.fail(error))
-      }
-      const onEarlyClose = () => ko(new Error("connection closed during the TLS handshake"))
-      s.once("secureConnect", ok).once("error", ko).once("close", onEarlyClose)
-      return Effect.sync(() => {
-        cleanup()
-        failUpgrade(tlsError("TLS handshake interrupted"), s)
+  startUpgrade(
+    upgrade: Parameters<Transport["upgradeTls"]>[0],
+    resume: (effect: Effect.Effect<void, TransportError>) => void
+  ): Effect.Effect<void> | void {
+    const raw = this.raw
+    if (this.closing) return resume(Effect.fail(closedLocally()))
+    if (this.secure !== undefined) return resume(Effect.fail(tlsError("the connection is already encrypted")))
+    if (upgrade.role !== this.role) return resume(Effect.fail(tlsError(`this is the ${this.role} side of the connection`)))
+    if (this.current === undefined) {
+      return resume(Effect.fail(this.currentFailure() ?? tlsError("a TLS handshake is already running")))
+    }
+    if (this.currentFailure() !== undefined || this.eof || raw.destroyed) {
+      return resume(Effect.fail(this.currentFailure() ?? closedByPeer()))
+    }
+    this.detach(raw)
+    this.current = undefined // Node feeds what it buffered on `raw` to the TLS engine, never to us
+    if (upgrade.role === "server") {
+      const cancel = serverHandshake(raw, upgrade.tls, (result) => {
+        if ("socket" in result) {
+          this.finishUpgrade(result.socket)
+          resume(Effect.void)
+        } else {
+          this.failUpgrade(result.error)
+          resume(Effect.fail(result.error))
+        }
       })
+      return Effect.sync(() => {
+        cancel()
+        this.failUpgrade(tlsError("TLS handshake interrupted"))
+      })
+    }
+    const servername = upgrade.tls.servername ?? defaultServername(this.hostname)
+    // `host` is what the server certificate is checked against (an IP checks IP SANs).
+    const remote = this.remoteEndpoint
+    const host = this.hostname ?? (remote?._tag === "Tcp" ? remote.host : undefined)
+    let s: tls.TLSSocket
+    try {
+      s = nodeTls().connect({
+        ...upgrade.tls,
+        socket: raw,
+        ...(servername !== undefined ? { servername } : {}),
+        ...(host !== undefined ? { host } : {})
+      })
+    } catch (cause) {
+      const error = tlsError(`invalid TLS options: ${errorMessage(cause)}`, cause)
+      this.failUpgrade(error)
+      return resume(Effect.fail(error))
+    }
+    s.on("error", ignore)
+    const cleanup = () => {
+      s.off("secureConnect", ok).off("error", ko).off("close", onEarlyClose)
+    }
+    const ok = () => {
+      cleanup()
+      this.finishUpgrade(s)
+      resume(Effect.void)
+    }
+    const ko = (cause: unknown) => {
+      cleanup()
+      const error = tlsError(`TLS handshake failed: ${errorMessage(cause)}`, cause)
+      this.failUpgrade(error, s)
+      resume(Effect.fail(error))
+    }
+    const onEarlyClose = () => ko(new Error("connection closed during the TLS handshake"))
+    s.once("secureConnect", ok).once("error", ko).once("close", onEarlyClose)
+    return Effect.sync(() => {
+      cleanup()
+      this.failUpgrade(tlsError("TLS handshake interrupted"), s)
     })
+  }
 
-  const beginClose = () => {
-    if (closing) return
-    closing = true
-    wake() // a pending read fails with Closed
-    const s = current ?? raw
+  // --- closing ---
+
+  beginClose() {
+    if (this.closing) return
+    this.closing = true
+    this.wake() // a pending read fails with Closed
+    const raw = this.raw
+    const s = this.current ?? raw
     const destroyAll = () => {
       clearTimeout(timer)
       s.destroy()
       raw.destroy()
     }
     // A stuck peer (full buffers, never reading) cannot hold the connection open.
-    const timer = setTimeout(destroyAll, closeTimeoutMillis)
+    const timer = setTimeout(destroyAll, this.closeTimeoutMillis)
     timer.unref()
     // During a handshake (or after a failed one) there is nothing to flush.
-    if (current === undefined || s.destroyed || s.writableFinished) return destroyAll()
+    if (this.current === undefined || s.destroyed || s.writableFinished) return destroyAll()
     // Lingering close: once our last bytes and FIN are out, read and drop what the peer still
     // sends until it closes too. Destroying a socket with unread input makes the kernel send a
     // reset, which can destroy our final reply (a 421, a 500) before the peer has read it.
     s.once("finish", () => {
-      s.off("data", onData)
-      ahead = []
+      s.off("data", this.onData)
+      this.ahead = []
       s.on("data", ignore)
       s.once("end", destroyAll)
       s.resume()
     }).once("close", destroyAll)
     if (!s.writableEnded) s.end() // flush what was written, then FIN (close_notify first on TLS)
   }
-
-  const close: Effect.Effect<void> = Effect.callback((resume) => {
-    beginClose()
-    if (closed) return resume(Effect.void)
-    const done = () => resume(Effect.void)
-    closeWaiters.add(done)
-    return Effect.sync(() => {
-      closeWaiters.delete(done)
-    })
-  })
-
-  return { read, write, writeUnsafe, upgradeTls, tls: () => tlsState, localEndpoint, remoteEndpoint, close }
 }
 
 // ---------------------------------------------------------------------------------------------
