@@ -193,7 +193,7 @@ export const make = (
       transport,
       write,
       reply,
-      discardBuffered: reader.discardBuffered
+      discardBuffered: () => reader.discardBuffered()
     } satisfies Wire
   })
 

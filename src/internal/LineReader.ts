@@ -111,85 +111,112 @@ export interface LineReaderOptions {
   readonly watchdog?: { readonly watchdog: Watchdog; readonly onBodyTimeout: Effect.Effect<void> } | undefined
 }
 
-export const make = (transport: Transport, options: LineReaderOptions): LineReader => {
-  let buf: Uint8Array = EMPTY
-  let pos = 0
-  const limit = options.maxLineLength
+export const make = (transport: Transport, options: LineReaderOptions): LineReader => new Reader(transport, options)
 
-  const append = (chunk: Uint8Array) => {
-    if (pos >= buf.length) {
-      buf = chunk
-    } else {
-      const rest = buf.length - pos
-      const next = new Uint8Array(rest + chunk.length)
-      next.set(buf.subarray(pos), 0)
-      next.set(chunk, rest)
-      buf = next
-    }
-    pos = 0
-  }
-
+/** One object per connection (a server holds thousands), its operations on the prototype. */
+class Reader implements LineReader {
+  readonly transport: Transport
+  readonly options: LineReaderOptions
+  readonly limit: number
+  buf: Uint8Array = EMPTY
+  pos = 0
+  lineBytes = 0
   // The first failure of the connection, kept so that callers can tell it from other errors.
-  let failure: TransportError | undefined
-  const fail = (e: TransportError) => {
-    failure ??= e
-    return Effect.fail(e)
-  }
-  const fill: Effect.Effect<void, TransportError> = Effect.matchEffect(transport.read, {
-    onFailure: fail,
-    onSuccess: (chunk) => {
-      // (built only when it happens: an error captures a stack trace)
-      if (chunk === undefined) return fail(new TransportError({ reason: "Closed", message: "connection closed by peer" }))
-      append(chunk)
-      return Effect.void
-    }
-  })
-  let lineBytes = 0
-
+  failure: TransportError | undefined = undefined
   // The server asks hasBufferedLine after each command, then reads that line: one scan serves both.
-  let scannedBuf: Uint8Array | undefined
-  let scannedPos = -1
-  let scannedLf = -1
-  const nextLf = () => {
-    if (buf !== scannedBuf || pos !== scannedPos) {
-      scannedBuf = buf
-      scannedPos = pos
-      scannedLf = buf.indexOf(LF, pos)
-    }
-    return scannedLf
+  scannedBuf: Uint8Array | undefined = undefined
+  scannedPos = -1
+  scannedLf = -1
+
+  constructor(transport: Transport, options: LineReaderOptions) {
+    this.transport = transport
+    this.options = options
+    this.limit = options.maxLineLength
   }
 
-  const nextLine = (): string | LineTooLong | undefined => {
-    const nl = nextLf()
-    // The limit counts the line ending too, as RFC 5321's 512 does.
-    if (nl >= 0 && nl + 1 - pos <= limit) {
-      const end = nl > pos && buf[nl - 1] === CR ? nl - 1 : nl
-      const line = decodeLine(buf, pos, end)
-      lineBytes = nl + 1 - pos
-      pos = nl + 1
-      return line
-    }
-    if (nl >= 0 || buf.length - pos >= limit) return new LineTooLong({ limit })
-    return undefined
-  }
+  readonly fill: Effect.Effect<void, TransportError> = Effect.suspend(() =>
+    Effect.matchEffect(this.transport.read, {
+      onFailure: (e) => this.fail(e),
+      onSuccess: (chunk) => {
+        // (built only when it happens: an error captures a stack trace)
+        if (chunk === undefined) return this.fail(new TransportError({ reason: "Closed", message: "connection closed by peer" }))
+        this.append(chunk)
+        return Effect.void
+      }
+    })
+  )
 
-  const readLine: Effect.Effect<string, TransportError | LineTooLong> = Effect.suspend(() => {
-    const line = nextLine()
-    if (line === undefined) return Effect.flatMap(fill, () => readLine)
+  readonly readLine: Effect.Effect<string, TransportError | LineTooLong> = Effect.suspend(() => {
+    const line = this.nextLine()
+    if (line === undefined) return Effect.flatMap(this.fill, () => this.readLine)
     return typeof line === "string" ? Effect.succeed(line) : Effect.fail(line)
   })
 
-  const hasBufferedLine = () => nextLf() >= 0
+  fail(e: TransportError) {
+    this.failure ??= e
+    return Effect.fail(e)
+  }
 
-  const discardBuffered = () => {
-    const n = buf.length - pos
-    buf = EMPTY
-    pos = 0
+  append(chunk: Uint8Array) {
+    const buf = this.buf
+    if (this.pos >= buf.length) {
+      this.buf = chunk
+    } else {
+      const rest = buf.length - this.pos
+      const next = new Uint8Array(rest + chunk.length)
+      next.set(buf.subarray(this.pos), 0)
+      next.set(chunk, rest)
+      this.buf = next
+    }
+    this.pos = 0
+  }
+
+  nextLf(): number {
+    if (this.buf !== this.scannedBuf || this.pos !== this.scannedPos) {
+      this.scannedBuf = this.buf
+      this.scannedPos = this.pos
+      this.scannedLf = this.buf.indexOf(LF, this.pos)
+    }
+    return this.scannedLf
+  }
+
+  nextLine(): string | LineTooLong | undefined {
+    const nl = this.nextLf()
+    const buf = this.buf
+    const pos = this.pos
+    // The limit counts the line ending too, as RFC 5321's 512 does.
+    if (nl >= 0 && nl + 1 - pos <= this.limit) {
+      const end = nl > pos && buf[nl - 1] === CR ? nl - 1 : nl
+      const line = decodeLine(buf, pos, end)
+      this.lineBytes = nl + 1 - pos
+      this.pos = nl + 1
+      return line
+    }
+    if (nl >= 0 || buf.length - pos >= this.limit) return new LineTooLong({ limit: this.limit })
+    return undefined
+  }
+
+  lastLineBytes(): number {
+    return this.lineBytes
+  }
+
+  transportFailure(): TransportError | undefined {
+    return this.failure
+  }
+
+  hasBufferedLine(): boolean {
+    return this.nextLf() >= 0
+  }
+
+  discardBuffered(): number {
+    const n = this.buf.length - this.pos
+    this.buf = EMPTY
+    this.pos = 0
     return n
   }
 
-  // A fill under the body's deadline, which grows only with bytes actually received.
-  const makeDeadline = (d: BodyDeadline): Effect.Effect<void, TransportError> => {
+  /** A fill under the body's deadline, which grows only with bytes actually received. */
+  bodyFill(d: BodyDeadline): Effect.Effect<void, TransportError> {
     const idleMs = Duration.toMillis(Duration.fromInputUnsafe(d.idle))
     const msPerByte = 1000 / d.minBytesPerSecond
     let deadline: number | undefined
@@ -200,19 +227,19 @@ export const make = (transport: Transport, options: LineReaderOptions): LineRead
       deadline ??= now + idleMs
       // Time the consumer (the backend) spent between reads is not the peer's to answer for.
       if (lastFillEnd !== undefined) deadline += now - lastFillEnd
-      before = buf.length - pos
+      before = this.buf.length - this.pos
       return deadline - now
     }
     const account = (now: number) => {
-      const received = buf.length - pos - before
+      const received = this.buf.length - this.pos - before
       lastFillEnd = now
       // (received > 0: an empty chunk buys nothing, and 0 * Infinity would make the deadline NaN)
       if (received > 0) deadline = Math.min(deadline! + received * msPerByte, now + idleMs)
     }
-    const w = options.watchdog
+    const w = this.options.watchdog
     if (w !== undefined) {
       const watchdog = w.watchdog
-      const filled = Effect.map(fill, () => {
+      const filled = Effect.map(this.fill, () => {
         watchdog.disarm()
         account(watchdog.now())
       })
@@ -223,6 +250,7 @@ export const make = (transport: Transport, options: LineReaderOptions): LineRead
         return Effect.onError(filled, () => Effect.sync(() => watchdog.disarm()))
       })
     }
+    const fill = this.fill
     return Effect.gen(function*() {
       const remaining = remainingAt(yield* Clock.currentTimeMillis)
       if (remaining <= 0) return yield* bodyTimeout()
@@ -235,17 +263,17 @@ export const make = (transport: Transport, options: LineReaderOptions): LineRead
    * Turns a synchronous `step` over the buffer into a Body. `step` consumes buffered bytes
    * and returns decoded slices; `isDone` says the body's end was reached.
    */
-  const makeBody = (
+  body(
     step: () => Array<Uint8Array>,
     isDone: () => boolean,
     checkStep: () => SmtpError.SmtpError | undefined,
     o: BodyOptions
-  ): Body => {
-    const fillBody = makeDeadline(o.deadline)
+  ): Body {
+    const fillBody = this.bodyFill(o.deadline)
     let bytes = 0
     let violation: SmtpError.SmtpError | undefined
     const take = (): Array<Uint8Array> => {
-      const out = pos < buf.length ? step() : []
+      const out = this.pos < this.buf.length ? step() : []
       for (const c of out) bytes += c.length
       if (violation === undefined) {
         violation = bytes > o.maxBytes ? SmtpError.dataTooLarge : checkStep()
@@ -281,13 +309,13 @@ export const make = (transport: Transport, options: LineReaderOptions): LineRead
     }
   }
 
-  const dataBody = (o: DataBodyOptions): Body => {
+  dataBody(o: DataBodyOptions): Body {
     const decoder = new DotDecoder(o.bareLineEndings)
     let done = false
-    return makeBody(
+    return this.body(
       () => {
-        const r = decoder.decode(buf, pos)
-        pos += r.consumed
+        const r = decoder.decode(this.buf, this.pos)
+        this.pos += r.consumed
         if (r.done) done = true
         return r.out
       },
@@ -297,13 +325,13 @@ export const make = (transport: Transport, options: LineReaderOptions): LineRead
     )
   }
 
-  const chunkBody = (size: number, o: BodyOptions): Body => {
+  chunkBody(size: number, o: BodyOptions): Body {
     let left = size
-    return makeBody(
+    return this.body(
       () => {
-        const n = Math.min(left, buf.length - pos)
-        const slice = buf.subarray(pos, pos + n)
-        pos += n
+        const n = Math.min(left, this.buf.length - this.pos)
+        const slice = this.buf.subarray(this.pos, this.pos + n)
+        this.pos += n
         left -= n
         return n > 0 ? [slice] : []
       },
@@ -311,17 +339,5 @@ export const make = (transport: Transport, options: LineReaderOptions): LineRead
       () => undefined,
       o
     )
-  }
-
-  return {
-    readLine,
-    nextLine,
-    fill,
-    lastLineBytes: () => lineBytes,
-    hasBufferedLine,
-    discardBuffered,
-    dataBody,
-    chunkBody,
-    transportFailure: () => failure
   }
 }
