@@ -62,6 +62,8 @@ export const make = Effect.fnUntraced(function*(
   const shutdown = yield* Latch.make(false)
   const connections = yield* FiberSet.make<void, never>()
   const replies = ServerReplies.make(c)
+  // Counters are updated in place, with the server's services (where the metrics registry is).
+  const services = yield* Effect.context<never>()
   const deadlines = yield* Watchdog.make
   const shutdownHooks = new Set<() => void>()
   const onShutdown = (f: () => void) => {
@@ -121,31 +123,32 @@ export const make = Effect.fnUntraced(function*(
     if (ip !== undefined) perIp.set(ip, fromIp + 1)
     const id = (++nextId).toString(36)
     const remote = transport.remoteEndpoint === undefined ? "unknown" : formatEndpoint(transport.remoteEndpoint)
-    const release = Effect.sync(() => {
+    const release = () => {
       active--
+      Metrics.activeConnections.updateUnsafe(-1, services)
       if (ip === undefined) return
       const n = (perIp.get(ip) ?? 1) - 1
       if (n === 0) perIp.delete(ip)
       else perIp.set(ip, n)
-    })
-    return Effect.andThen(
-      Effect.andThen(Metric.update(Metrics.connections, 1), Metric.update(Metrics.activeConnections, 1)),
-      serve(transport, { config: c, replies, id, implicitTls: listener.implicitTls, shutdown, onShutdown, deadlines })
-    ).pipe(
-      Effect.scoped,
-      Effect.ensuring(transport.close),
-      Effect.ensuring(Effect.andThen(release, Metric.update(Metrics.activeConnections, -1))),
-      Effect.ensuring(Effect.logDebug("connection closed")),
-      (serving) => Effect.andThen(Effect.logDebug("connection opened"), serving),
-      Effect.annotateLogs({ connection: id, remote }),
-      (serving) =>
-        // Spans only where a tracer receives them: the default one keeps them nowhere.
-        Effect.withFiber((fiber) =>
-          fiber.getRef(Tracer.Tracer) === Tracer.nativeTracer ? serving : Effect.withSpan(serving, "smtp.connection", {
-            attributes: { "smtp.connection": id, "net.peer": remote },
-            captureStackTrace: false
-          })
-        )
+    }
+    Metrics.connections.updateUnsafe(1, services)
+    Metrics.activeConnections.updateUnsafe(1, services)
+    const serving = serve(transport, {
+      config: c,
+      replies,
+      id,
+      implicitTls: listener.implicitTls,
+      shutdown,
+      onShutdown,
+      deadlines,
+      logAnnotations: { connection: id, remote }
+    }).pipe(Effect.onExit(() => Effect.sync(release)))
+    // Spans only where a tracer receives them: the default one keeps them nowhere.
+    return Effect.withFiber((fiber) =>
+      fiber.getRef(Tracer.Tracer) === Tracer.nativeTracer ? serving : Effect.withSpan(serving, "smtp.connection", {
+        attributes: { "smtp.connection": id, "net.peer": remote },
+        captureStackTrace: false
+      })
     )
   }
 

@@ -10,7 +10,7 @@
  * Everything the peer can make us wait for has a deadline; every bad input gets a reply.
  */
 import * as Cause from "effect/Cause"
-import type * as Context from "effect/Context"
+import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -19,7 +19,8 @@ import type * as Latch from "effect/Latch"
 import * as Metric from "effect/Metric"
 import * as Queue from "effect/Queue"
 import * as Result from "effect/Result"
-import type * as Scope from "effect/Scope"
+import * as References from "effect/References"
+import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as Tracer from "effect/Tracer"
 import * as Address from "../Address.ts"
@@ -50,6 +51,8 @@ export interface ConnectionContext {
   readonly onShutdown: (f: () => void) => () => void
   /** The server's deadline keeper: every connection's timeouts. */
   readonly deadlines: Watchdog.Deadlines
+  /** Added to every log line of the connection. */
+  readonly logAnnotations: Readonly<Record<string, string>>
 }
 
 /** RFC 4954 4: a SASL response line may be up to 12288 octets. */
@@ -773,69 +776,84 @@ class Conversation {
 
   /** Runs the conversation and ends it: a last reply where one is owed, never a failure. */
   run(): Effect.Effect<void> {
-    const closeWith = (wire: string | undefined) => wire === undefined ? Effect.void : this.farewell(wire)
     const greeting = this.send(this.r.greeting)
     const conversation = greeting === undefined ? this.next() : Effect.flatMap(greeting, this.loop)
     return conversation.pipe(
-      Effect.catchIf(
-        (e): e is Close => e instanceof Close,
-        (e) => closeWith(e.reply)
-      ),
-      Effect.catchTags({
-        LineTooLong: () => closeWith(this.r.lineTooLong),
-        TransportError: (e) =>
-          e.reason === "Timeout" ? closeWith(this.r.timeout) : Effect.logDebug(`connection ended: ${e.message}`)
-      }),
-      Effect.onInterrupt(() => this.writeStuck ? Effect.void : closeWith(this.r.shuttingDown)),
-      Effect.catchDefect((defect) =>
-        Effect.andThen(
-          Effect.logError("connection failed with a defect", Cause.die(defect)),
-          closeWith(this.r.internalError)
-        )
-      ),
-      Effect.ensuring(Effect.suspend(() => this.abortBdat(this.tx)))
+      Effect.matchCauseEffect({ onSuccess: () => Effect.void, onFailure: (cause) => this.ending(cause) }),
+      Effect.onExit((exit) => {
+        const abort = this.abortBdat(this.tx)
+        // Interrupted (shutdown, or a write the peer never took): 421, unless writing is stuck.
+        return Exit.hasInterrupts(exit) && !this.writeStuck ? Effect.andThen(this.farewell(this.r.shuttingDown), abort) : abort
+      })
     )
+  }
+
+  /** How the conversation ended early, and the last reply that is owed for it. */
+  ending(cause: Cause.Cause<Stop>): Effect.Effect<void> {
+    if (Cause.hasInterruptsOnly(cause)) return Effect.failCause(cause as Cause.Cause<never>) // stays interrupted
+    const e = Cause.findErrorOption(cause)
+    if (e._tag === "Some") {
+      const error = e.value
+      if (error instanceof Close) return error.reply === undefined ? Effect.void : this.farewell(error.reply)
+      if (error._tag === "LineTooLong") return this.farewell(this.r.lineTooLong)
+      return error.reason === "Timeout" ? this.farewell(this.r.timeout) : Effect.logDebug(`connection ended: ${error.message}`)
+    }
+    return Effect.andThen(
+      Effect.logError("connection failed with a defect", cause),
+      this.farewell(this.r.internalError)
+    )
+  }
+
+  /** Opens the session, then converses; a refusal of the session is the only reply. */
+  converse(backend: Backend["Service"]): Effect.Effect<void, never, Connection | Scope.Scope> {
+    return Effect.flatMap(Effect.exit(backend.newSession(this.info)), (opened) => {
+      if (Exit.isSuccess(opened)) {
+        this.session = opened.value
+        return this.run()
+      }
+      // A defect here is answered like any other failure: 421, and the connection closes.
+      const cause = opened.cause
+      if (Cause.hasInterruptsOnly(cause)) return Effect.interrupt
+      const e = Cause.findErrorOption(cause)
+      const refusal = e._tag === "Some" && e.value instanceof SmtpError.SmtpError ? e.value : undefined
+      const wire = refusal !== undefined ? this.r.error(refusal) : this.r.unavailable
+      const logged = refusal === undefined ? Effect.logError("backend newSession failed", cause) : Effect.void
+      return Effect.andThen(logged, Effect.ignore(this.transport.write(wire)))
+    })
   }
 }
 
 const QUIT = Symbol("QUIT")
 
-/** Serves one accepted connection until it ends; never fails. */
-export const serve = (transport: Transport, ctx: ConnectionContext): Effect.Effect<void, never, Backend | Scope.Scope> =>
-  Effect.gen(function*() {
+/**
+ * Serves one accepted connection until it ends; never fails. The connection's services (its
+ * scope, `Connection`, log annotations) are added to the fiber's context at once, and one
+ * finalizer ends it: an idle connection holds as little as can be.
+ */
+export const serve = (transport: Transport, ctx: ConnectionContext): Effect.Effect<void, never, Backend> =>
+  Effect.withFiber((fiber) => {
+    const parent = fiber.context as Context.Context<Backend>
     const watchdog = ctx.deadlines.watchdog()
-    yield* Effect.addFinalizer(() => Effect.sync(() => watchdog.close()))
-    const fiber = yield* Effect.withFiber((fiber) => Effect.succeed(fiber))
-    const services = yield* Effect.context<never>()
-    const conversation = new Conversation(transport, ctx, watchdog, fiber, services)
-    const backend = yield* Backend
-    yield* Effect.provideService(converse(conversation, backend, transport, ctx), Connection, conversation.info)
-  })
-
-const converse = (
-  conversation: Conversation,
-  backend: Backend["Service"],
-  transport: Transport,
-  ctx: ConnectionContext
-): Effect.Effect<void, never, Connection | Scope.Scope> =>
-  Effect.gen(function*() {
-    // A defect here is answered like any other failure: 421, and the connection closes.
-    const sessionOrError = yield* Effect.exit(backend.newSession(conversation.info))
-    if (Exit.isFailure(sessionOrError)) {
-      const cause = sessionOrError.cause
-      if (Cause.hasInterruptsOnly(cause)) return yield* Effect.interrupt
-      const e = Cause.findErrorOption(cause)
-      const refusal = e._tag === "Some" && e.value instanceof SmtpError.SmtpError ? e.value : undefined
-      if (refusal === undefined) yield* Effect.logError("backend newSession failed", cause)
-      const wire = refusal !== undefined ? ctx.replies.error(refusal) : ctx.replies.unavailable
-      yield* transport.write(wire).pipe(Effect.ignore)
-      return
-    }
-    conversation.session = sessionOrError.value
+    const conversation = new Conversation(transport, ctx, watchdog, fiber, parent)
+    const scope = Scope.makeUnsafe()
+    const context = Context.add(
+      Context.add(Context.add(parent, Scope.Scope, scope), Connection, conversation.info),
+      References.CurrentLogAnnotations,
+      { ...fiber.getRef(References.CurrentLogAnnotations), ...ctx.logAnnotations }
+    )
     // Shutdown does not wait for an idle peer's next command (inside a transaction, the loop
     // answers 421 once the transaction is over).
     const unregister = ctx.onShutdown(() => {
-      if (conversation.idle) conversation.fiber.interruptUnsafe()
+      if (conversation.idle) fiber.interruptUnsafe()
     })
-    yield* Effect.ensuring(conversation.run(), Effect.sync(unregister))
+    const conversing = Effect.andThen(Effect.logDebug("connection opened"), conversation.converse(Context.get(parent, Backend)))
+    return Effect.provideContext(
+      Effect.onExit(conversing, (exit) => {
+        unregister()
+        watchdog.close()
+        // The session's finalizers run before the connection closes.
+        return Scope.close(scope, exit).pipe(Effect.ensuring(transport.close), Effect.ensuring(Effect.logDebug("connection closed")))
+      }),
+      context
+    )
   })
