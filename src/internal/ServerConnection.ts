@@ -102,6 +102,32 @@ const rejectionsOf = (code: number) => {
   return m
 }
 
+/** What every connection of a server reads alike, made once per server. */
+const shared = new WeakMap<ResolvedConfig, { readonly bodyDeadline: LineReader.BodyDeadline; readonly mailEnabled: MailOptions.Enabled }>()
+const sharedOf = (c: ResolvedConfig) => {
+  let s = shared.get(c)
+  if (s === undefined) {
+    const ext = c.extensions
+    s = {
+      bodyDeadline: { idle: c.dataTimeout, minBytesPerSecond: c.minDataRate },
+      mailEnabled: {
+        size: c.maxMessageBytes > 0,
+        eightBitMime: ext.eightBitMime,
+        binaryMime: ext.binaryMime && ext.chunking,
+        smtputf8: ext.smtputf8,
+        requireTls: ext.requireTls,
+        dsn: ext.dsn,
+        auth: false,
+        rrvs: ext.rrvs,
+        deliverBy: ext.deliverBy,
+        mtPriority: ext.mtPriority
+      }
+    }
+    shared.set(c, s)
+  }
+  return s
+}
+
 class Conversation {
   readonly c: ResolvedConfig
   readonly r: ServerReplies
@@ -159,20 +185,9 @@ class Conversation {
       maxLineLength: Math.max(c.maxLineLength, AUTH_LINE_LENGTH),
       watchdog: { watchdog, onBodyTimeout: this.expireRead }
     })
-    this.bodyDeadline = { idle: c.dataTimeout, minBytesPerSecond: c.minDataRate }
-    const ext = c.extensions
-    this.mailEnabled = {
-      size: c.maxMessageBytes > 0,
-      eightBitMime: ext.eightBitMime,
-      binaryMime: ext.binaryMime && ext.chunking,
-      smtputf8: ext.smtputf8,
-      requireTls: ext.requireTls,
-      dsn: ext.dsn,
-      auth: false,
-      rrvs: ext.rrvs,
-      deliverBy: ext.deliverBy,
-      mtPriority: ext.mtPriority
-    }
+    const shared = sharedOf(c)
+    this.bodyDeadline = shared.bodyDeadline
+    this.mailEnabled = shared.mailEnabled
     const self = this
     this.info = {
       id: ctx.id,
