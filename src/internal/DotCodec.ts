@@ -215,6 +215,13 @@ export class DotDecoder {
 
 /** Client side: normalises line endings, stuffs dots, and terminates. */
 export class DotEncoder {
+  /**
+   * CR and LF bytes added so far to make lone ones CRLF, and the final CRLF `end` adds: the
+   * input's length plus this is its size once normalised, what SIZE declares (RFC 1870).
+   */
+  added = 0
+  /** Some input so far was changed (a line ending fixed, a dot stuffed): see `encode`. */
+  changed = false
   private lineStart = true
   private afterCr = false
   private empty = true
@@ -282,6 +289,7 @@ export class DotEncoder {
     }
     this.lineStart = lineStart
     if (this.buf === EMPTY) return input // unchanged
+    this.changed = true
     this.put(input, run, len, -1)
     const out = this.buf.subarray(0, this.n)
     this.buf = EMPTY
@@ -302,7 +310,10 @@ export class DotEncoder {
     } else {
       for (let k = from; k < to; k++) buf[n++] = input[k]!
     }
-    if (extra !== -1) buf[n++] = extra
+    if (extra !== -1) {
+      buf[n++] = extra
+      this.added++
+    }
     this.n = n
   }
 
@@ -319,14 +330,18 @@ export class DotEncoder {
 
   /** The bytes that end the body: a missing final CRLF, then "." CRLF. */
   end(): Uint8Array {
-    const tail: Array<number> = []
+    let tail: Array<number>
     if (this.afterCr) {
-      tail.push(LF)
-      this.afterCr = false
-      this.lineStart = true
+      tail = [LF, DOT, CR, LF]
+      this.added += 1
+    } else if (!this.lineStart && !this.empty) {
+      tail = [CR, LF, DOT, CR, LF]
+      this.added += 2
+    } else {
+      tail = [DOT, CR, LF]
     }
-    if (!this.lineStart && !this.empty) tail.push(CR, LF)
-    tail.push(DOT, CR, LF)
+    this.afterCr = false
+    this.lineStart = true
     return Uint8Array.from(tail)
   }
 }
