@@ -2,8 +2,9 @@
  * `Transport` over node:net / node:tls: TCP and Unix sockets, STARTTLS in place and
  * implicit TLS. The only module of the library that imports `node:*`.
  *
- * - Reads happen on demand: the socket stays paused and `socket.read()` is called only
- *   while a `read` is waiting, so a consumer that stops pulling applies TCP backpressure.
+ * - Reads happen on demand: the socket flows only while a `read` is waiting (a chunk goes
+ *   straight from 'data' to the reader); a chunk that comes with none waiting is kept and the
+ *   socket paused, so a consumer that stops pulling applies TCP backpressure.
  * - `write` waits for `'drain'` only when `socket.write()` returned false.
  * - `close` flushes (`end()`), then destroys; a short deadline bounds the flush.
  *
@@ -261,26 +262,36 @@ const makeConn = (socket: net.Socket, role: "server" | "client", options: MakeOp
     return failure
   }
 
+  // Chunks that arrived with no read waiting, in order (the socket is paused meanwhile).
+  let chunks: Array<Buffer> = []
   const wake = () => {
     if (waiter === undefined) return
     let result: Effect.Effect<Uint8Array | undefined, TransportError> | undefined
     if (closing) result = Effect.fail(closedLocally())
+    else if (chunks.length > 0) result = Effect.succeed(chunks.shift()!)
+    else if (eof && current !== undefined) result = Effect.succeed(undefined)
     else {
-      // In paused mode read() returns everything Node has buffered, or null.
-      const chunk = current === undefined ? null : current.read() as Buffer | null
-      if (chunk !== null) result = Effect.succeed(chunk)
-      else if (eof && current !== undefined) result = Effect.succeed(undefined)
-      else {
-        const f = currentFailure()
-        if (f !== undefined) result = Effect.fail(f)
-      }
+      const f = currentFailure()
+      if (f !== undefined) result = Effect.fail(f)
     }
     if (result === undefined) return
     const resume = waiter
     waiter = undefined
     resume(result)
   }
-
+  // Flowing mode while a read waits: a chunk goes straight to the reader from the socket's
+  // 'data' event (paused mode would deliver it a tick later, through 'readable'). A chunk with
+  // no read waiting is kept and the socket paused: Node buffers at most its high-water mark
+  // more, then stops reading, and the peer is slowed down (TCP backpressure).
+  const onData = (chunk: Buffer) => {
+    if (waiter !== undefined && chunks.length === 0 && !closing) {
+      const resume = waiter
+      waiter = undefined
+      return resume(Effect.succeed(chunk))
+    }
+    chunks.push(chunk)
+    current?.pause()
+  }
   const onEnd = () => {
     eof = true
     wake()
@@ -293,14 +304,30 @@ const makeConn = (socket: net.Socket, role: "server" | "client", options: MakeOp
     peerClosed = true
     wake()
   }
-  let readableAttached = false
+  // Whether `current` has the 'data' listener: added on the first read, as it starts reading.
+  let dataAttached = false
   const attach = (s: net.Socket) => {
     s.on("end", onEnd).on("error", onError).on("close", onClose)
-    // 'readable' starts Node's reading, so it is added on the first read only.
-    if (readableAttached) s.on("readable", wake)
   }
   const detach = (s: net.Socket) => {
-    s.off("readable", wake).off("end", onEnd).off("error", onError).off("close", onClose)
+    s.off("data", onData).off("end", onEnd).off("error", onError).off("close", onClose)
+    dataAttached = false
+    // What was read and not delivered goes back to the socket: an upgrade hands it to the TLS
+    // engine (an early ClientHello is kept, injected plaintext fails the handshake), never to a
+    // later read.
+    s.pause()
+    for (let i = chunks.length - 1; i >= 0; i--) s.unshift(chunks[i]!)
+    chunks = []
+  }
+  /** A read waits and nothing is kept: let the socket flow. */
+  const flow = () => {
+    const s = current
+    if (waiter === undefined || s === undefined || closing) return
+    if (!dataAttached) {
+      dataAttached = true
+      s.on("data", onData)
+    }
+    if (s.readableFlowing !== true) s.resume()
   }
   // An 'error' without a listener crashes the process, whatever state we are in.
   raw.on("error", ignore)
@@ -319,13 +346,10 @@ const makeConn = (socket: net.Socket, role: "server" | "client", options: MakeOp
     if (waiter !== undefined) {
       return resume(Effect.fail(new TransportError({ reason: "Read", message: "another read is already pending" })))
     }
-    if (!readableAttached) {
-      readableAttached = true
-      current?.on("readable", wake)
-    }
     waiter = resume
     wake()
     if (waiter !== resume) return // resumed synchronously
+    flow()
     return Effect.sync(() => {
       if (waiter === resume) waiter = undefined // interrupted: the next read takes over
     })
@@ -369,6 +393,7 @@ const makeConn = (socket: net.Socket, role: "server" | "client", options: MakeOp
     current = s
     attach(s)
     wake()
+    flow()
   }
   const failUpgrade = (error: TransportError, s?: net.Socket) => {
     failure = error
@@ -459,7 +484,8 @@ const makeConn = (socket: net.Socket, role: "server" | "client", options: MakeOp
     // sends until it closes too. Destroying a socket with unread input makes the kernel send a
     // reset, which can destroy our final reply (a 421, a 500) before the peer has read it.
     s.once("finish", () => {
-      s.off("readable", wake) // with a 'readable' listener, resume() would do nothing
+      s.off("data", onData)
+      chunks = []
       s.on("data", ignore)
       s.once("end", destroyAll)
       s.resume()
