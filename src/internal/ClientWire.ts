@@ -158,6 +158,9 @@ export const makeDeadlines = (transport: Transport): Effect.Effect<Deadlines, ne
     return { arm, disarm, expired: (ticket) => ticket !== UNLIMITED && ticket === expired }
   })
 
+/** One-line replies remembered per connection. */
+const KNOWN_REPLIES = 16
+
 const writeTimedOut = () => new TransportError({ reason: "Timeout", message: "write timed out" })
 
 export const make = (
@@ -191,12 +194,21 @@ export const make = (
 
     // The lines of a reply read so far.
     let lines: Array<Reply.ReplyLine> = []
+    // A server says the same few one-line replies again and again ("250 2.1.0 Ok", "354 …"):
+    // each is parsed once per connection. A Reply is immutable, so one object serves every time.
+    const known = new Map<string, Exit.Exit<Reply.Reply>>()
+    let firstLine = ""
     /** The next whole reply if it is buffered, checked; `undefined` when more must be read. */
     const take = (): Exit.Exit<Reply.Reply, SmtpProtocolError> | undefined => {
       while (true) {
         const line = reader.nextLine()
         if (line === undefined) return undefined
         if (typeof line !== "string") return Exit.fail(malformed(`reply line longer than ${Reply.MAX_LINE_LENGTH} octets`))
+        if (lines.length === 0) {
+          const seen = known.get(line)
+          if (seen !== undefined) return seen
+          firstLine = line
+        }
         const parsed = Reply.parseLine(line)
         if (Result.isFailure(parsed)) return Exit.fail(malformed(parsed.failure.message, line))
         lines.push(parsed.success)
@@ -204,10 +216,16 @@ export const make = (
         if (lines.length >= Reply.MAX_LINES) return Exit.fail(malformed(`reply longer than ${Reply.MAX_LINES} lines`))
       }
       const whole = Reply.fromLines(lines)
+      const single = lines.length === 1
       lines = []
-      return Result.isFailure(whole)
-        ? Exit.fail(malformed(whole.failure.message, whole.failure.line))
-        : Exit.succeed(whole.success)
+      if (Result.isFailure(whole)) return Exit.fail(malformed(whole.failure.message, whole.failure.line))
+      const r = Exit.succeed(whole.success)
+      if (single && known.size < KNOWN_REPLIES) {
+        Object.freeze(whole.success.lines)
+        if (whole.success.enhancedCode !== undefined) Object.freeze(whole.success.enhancedCode)
+        known.set(firstLine, r)
+      }
+      return r
     }
     const logged = (r: Exit.Exit<Reply.Reply, SmtpProtocolError>) =>
       log && Exit.isSuccess(r) ? Effect.andThen(logReceived(r.value), r) : r

@@ -213,6 +213,10 @@ export class DotDecoder {
   }
 }
 
+const END: Uint8Array = Uint8Array.of(DOT, CR, LF)
+const END_AFTER_CR: Uint8Array = Uint8Array.of(LF, DOT, CR, LF)
+const END_WITH_CRLF: Uint8Array = Uint8Array.of(CR, LF, DOT, CR, LF)
+
 /** Client side: normalises line endings, stuffs dots, and terminates. */
 export class DotEncoder {
   /**
@@ -328,20 +332,20 @@ export class DotEncoder {
     return next
   }
 
-  /** The bytes that end the body: a missing final CRLF, then "." CRLF. */
+  /** The bytes that end the body: a missing final CRLF, then "." CRLF. Shared: not to be modified. */
   end(): Uint8Array {
-    let tail: Array<number>
+    let tail: Uint8Array
     if (this.afterCr) {
-      tail = [LF, DOT, CR, LF]
+      tail = END_AFTER_CR
       this.added += 1
     } else if (!this.lineStart && !this.empty) {
-      tail = [CR, LF, DOT, CR, LF]
+      tail = END_WITH_CRLF
       this.added += 2
     } else {
-      tail = [DOT, CR, LF]
+      tail = END
     }
     this.afterCr = false
     this.lineStart = true
-    return Uint8Array.from(tail)
+    return tail
   }
 }
