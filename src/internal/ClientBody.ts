@@ -264,22 +264,16 @@ export const writeDataBody = <E, R>(
   })
 }
 
-/**
- * A body in memory as one BDAT chunk: lone CR and LF made CRLF (unless `binary`), and, when
- * `finalCrlf`, a final CRLF added if missing, so that the message is the one DATA would deliver.
- */
-export const wholeChunk = (bytes: Uint8Array, options: { readonly binary: boolean; readonly finalCrlf: boolean }): Uint8Array => {
+/** A body in memory as one BDAT chunk: lone CR and LF made CRLF, unless `binary` (see `chunker`). */
+export const wholeChunk = (bytes: Uint8Array, options: { readonly binary: boolean }): Uint8Array => {
   if (options.binary) return bytes
   const crlf = new CrlfNormalizer()
   const head = crlf.push(bytes)
   const pending = crlf.end()
-  const last = bytes[bytes.length - 1]
-  const missing = options.finalCrlf && bytes.length > 0 && last !== LF && last !== CR
-  if (pending.length === 0 && !missing && head.length === bytes.length) return head
-  const out = new Uint8Array(head.length + pending.length + (missing ? 2 : 0))
+  if (pending.length === 0) return head
+  const out = new Uint8Array(head.length + pending.length)
   out.set(head, 0)
   out.set(pending, head.length)
-  if (missing) out.set([CR, LF], head.length + pending.length)
   return out
 }
 

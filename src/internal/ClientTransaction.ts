@@ -4,8 +4,7 @@
  *
  * `send` prepares every line and the body's wire form before the first byte goes out. With
  * PIPELINING, a body in memory goes in two writes (the envelope with DATA, then the body) or,
- * when the server offers CHUNKING and the body fits one chunk, in one (the envelope and a
- * single BDAT LAST): one round trip.
+ * by BDAT when it fits one chunk, in one (the envelope and a single BDAT LAST).
  */
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -51,9 +50,13 @@ export interface Message<E = never, R = never> {
   readonly mailOptions?: MailOptions.MailOptions | undefined
   /**
    * `"data"`, `"bdat"` (CHUNKING), or `"auto"` (the default): BDAT for BODY=BINARYMIME, which
-   * needs it, and for a body in memory of up to `chunkSize` bytes when the server offers
-   * CHUNKING (one BDAT LAST, sent with the envelope: a round trip fewer than DATA; the message
-   * delivered is the same, a final CRLF added when missing); DATA otherwise.
+   * needs it, DATA otherwise.
+   *
+   * With PIPELINING, BDAT sends the first chunk with the envelope: a body in memory of up to
+   * `chunkSize` bytes takes one round trip instead of DATA's two. But the body then reaches the
+   * server before it has accepted the recipients, so a send interrupted (or timed out) while
+   * waiting for those replies may still be delivered; with DATA the body goes only after the
+   * 354. That is why `"auto"` does not pick BDAT for other bodies.
    */
   readonly transfer?: "auto" | "data" | "bdat" | undefined
   /** BDAT chunk size in bytes. Default 256 KiB. */
@@ -367,7 +370,7 @@ const plan = <E, R>(s: Session, message: Message<E, R>): Result.Result<Plan<E, R
     const fits = Result.isSuccess(chunkSize) && bytes.length <= chunkSize.success
     if (bdat) {
       if (fits) {
-        const whole = ClientBody.wholeChunk(bytes, { binary, finalCrlf: false })
+        const whole = ClientBody.wholeChunk(bytes, { binary })
         if (whole.length <= chunkSize.success) chunk = { bytes: whole, last: true }
       }
       options.size ??= binary
@@ -375,9 +378,6 @@ const plan = <E, R>(s: Session, message: Message<E, R>): Result.Result<Plan<E, R
         : chunk !== undefined
         ? chunk.bytes.length
         : ClientBody.normalizedSize(bytes, { finalCrlf: false })
-    } else if (transfer === "auto" && fits && s.has("CHUNKING")) {
-      chunk = { bytes: ClientBody.wholeChunk(bytes, { binary: false, finalCrlf: true }), last: true }
-      options.size ??= chunk.bytes.length
     } else {
       data = ClientBody.prepareData(bytes)
       options.size ??= data.size
