@@ -1,10 +1,15 @@
 /**
  * AUTH (RFC 4954) on a client session: the mechanism is chosen from what the server offers
  * and what the input can drive, then the SASL exchange runs challenge by challenge.
+ *
+ * The SASL module (its mechanisms, SASLprep's tables and the crypto they use) is loaded at the
+ * first AUTH: a client that never authenticates (a relay, a local submission) does not keep
+ * several MiB of it in memory. A caller that built its own mechanisms has it loaded already.
  */
 import * as Effect from "effect/Effect"
 import * as Result from "effect/Result"
-import * as Sasl from "../Sasl.ts"
+import type * as Sasl from "../Sasl.ts"
+import type * as SaslModule from "../Sasl.ts"
 import type { AuthInput } from "./ClientConfig.ts"
 import * as Envelope from "./ClientEnvelope.ts"
 import { type ClientError, invalidArgument, SmtpClientError, SmtpProtocolError, unsupported } from "./ClientErrors.ts"
@@ -20,7 +25,10 @@ const authFailure = (e: Sasl.SaslError): ClientError =>
 /** RFC 4954 4: an AUTH line stays within SMTP's 512 octets, else the response waits for a 334. */
 const MAX_AUTH_LINE = 512
 
-const exchange = (s: Session, mechanism: Sasl.ClientMechanism): Effect.Effect<void, ClientError> =>
+let saslModule: Promise<typeof SaslModule> | undefined
+const loadSasl: Effect.Effect<typeof SaslModule> = Effect.promise(() => (saslModule ??= import("../Sasl.ts")))
+
+const exchange = (s: Session, Sasl: typeof SaslModule, mechanism: Sasl.ClientMechanism): Effect.Effect<void, ClientError> =>
   Effect.gen(function*() {
     const t = s.t
     const sasl = yield* Effect.mapError(mechanism.client, authFailure)
@@ -64,7 +72,7 @@ const exchange = (s: Session, mechanism: Sasl.ClientMechanism): Effect.Effect<vo
  * and bearer tokens are not used without TLS unless `allowInsecure`.
  */
 export const auth = (s: Session, input: AuthInput, allowInsecure: boolean): Effect.Effect<void, ClientError> =>
-  Effect.suspend(() => {
+  Effect.flatMap(loadSasl, (Sasl) => {
     const offered = Envelope.authMechanisms(s.extensions)
     if (offered.length === 0) return Effect.fail(unsupported("the server does not offer AUTH"))
     const candidates: ReadonlyArray<Sasl.ClientMechanism> = isCredentials(input)
@@ -74,7 +82,7 @@ export const auth = (s: Session, input: AuthInput, allowInsecure: boolean): Effe
       : [input as Sasl.ClientMechanism]
     const secure = s.transport.tls() !== undefined
     const chosen = Sasl.choose(offered, candidates, { secure, allowInsecure })
-    if (chosen !== undefined) return exchange(s, chosen)
+    if (chosen !== undefined) return exchange(s, Sasl, chosen)
     if (Sasl.choose(offered, candidates, { secure: true }) !== undefined) {
       return Effect.fail(new SmtpClientError({
         reason: "InsecureAuth",
