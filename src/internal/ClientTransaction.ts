@@ -100,11 +100,10 @@ const bdatHeader = (chunk: ClientBody.Chunk) => `BDAT ${chunk.bytes.length}${chu
 const textEncoder = new TextEncoder()
 
 const withPrefix = (prefix: string, bytes: Uint8Array): Uint8Array => {
-  const head = textEncoder.encode(prefix)
-  const out = new Uint8Array(head.length + bytes.length)
-  out.set(head, 0)
-  out.set(bytes, head.length)
-  return out
+  const out = ClientBody.allocate(prefix.length * 3 + bytes.length)
+  const head = textEncoder.encodeInto(prefix, out).written
+  out.set(bytes, head)
+  return out.subarray(0, head + bytes.length)
 }
 
 /** What the traffic log shows for a write of commands followed by message bytes. */
