@@ -126,30 +126,8 @@ const concat = (parts: ReadonlyArray<Uint8Array>, size: number): Uint8Array => {
   return out
 }
 
-/** Small buffers are cut from a shared slab, as Node's Buffer pool does: one allocation for many. */
-const SLAB_SIZE = 64 * 1024
-const SMALL = 4 * 1024
-let slab = new Uint8Array(SLAB_SIZE)
-let slabUsed = 0
-
-/**
- * A new buffer of `size` bytes (not zeroed when it comes from the slab: the caller fills it
- * whole). A slice is never handed out twice; the slab is dropped for a new one when full.
- */
-export const allocate = (size: number): Uint8Array => {
-  if (size > SMALL) return new Uint8Array(size)
-  if (slabUsed + size > SLAB_SIZE) {
-    slab = new Uint8Array(SLAB_SIZE)
-    slabUsed = 0
-  }
-  const out = slab.subarray(slabUsed, slabUsed + size)
-  // Keep slices 8-byte aligned, so that the word scans of a slice start aligned.
-  slabUsed = (slabUsed + size + 7) & ~7
-  return out
-}
-
 const concat2 = (a: Uint8Array, b: Uint8Array): Uint8Array => {
-  const out = allocate(a.length + b.length)
+  const out = new Uint8Array(a.length + b.length)
   out.set(a, 0)
   out.set(b, a.length)
   return out

@@ -100,10 +100,11 @@ const bdatHeader = (chunk: ClientBody.Chunk) => `BDAT ${chunk.bytes.length}${chu
 const textEncoder = new TextEncoder()
 
 const withPrefix = (prefix: string, bytes: Uint8Array): Uint8Array => {
-  const out = ClientBody.allocate(prefix.length * 3 + bytes.length)
-  const head = textEncoder.encodeInto(prefix, out).written
-  out.set(bytes, head)
-  return out.subarray(0, head + bytes.length)
+  const head = textEncoder.encode(prefix)
+  const out = new Uint8Array(head.length + bytes.length)
+  out.set(head, 0)
+  out.set(bytes, head.length)
+  return out
 }
 
 /** What the traffic log shows for a write of commands followed by message bytes. */
