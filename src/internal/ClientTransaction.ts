@@ -447,7 +447,10 @@ const opened = (s: Session, p: Plan<unknown, unknown>, o: Outcome) => {
   s.tx = o.mailError === undefined ? { smtputf8: p.mail.smtputf8, binary: p.mail.binary, accepted: [] } : undefined
 }
 
-/** Without PIPELINING: each command waits for its reply. */
+/**
+ * Without PIPELINING: each command waits for its reply. The body goes by BDAT as `first` (a
+ * body in memory, one chunk) or as the chunks `next` reads now, or else by DATA.
+ */
 const stepwise = <E, R>(
   s: Session,
   p: Plan<E, R>,
@@ -467,6 +470,7 @@ const stepwise = <E, R>(
     }
     if (o.accepted.length === 0) return yield* abandon(s, o)
     const count = o.accepted.length
+    if (first === undefined && next !== undefined) return yield* result(s, o, yield* bdatChunks(s, next, count, 0))
     if (first !== undefined) {
       const header = bdatHeader(first)
       yield* s.wire.send(withPrefix(header, first.bytes), t.dataBlock, shownWith(header, first.bytes.length))
@@ -503,9 +507,10 @@ export const send = <E, R>(s: Session, message: Message<E, R>): Effect.Effect<Se
     return Effect.scoped(Effect.gen(function*() {
       const size = Result.getOrThrow(checkChunkSize(message.chunkSize))
       const next = yield* ClientBody.chunker(p.body, { size, binary: p.mail.binary })
-      const first = yield* next
+      // Without PIPELINING, nothing of the body is read before the recipients are accepted.
+      if (!pipelining) return yield* stepwise(s, p, undefined, next)
       const envelope = p.mail.line + p.rcpts.map((c) => c.line).join("")
-      return yield* pipelining ? pipelinedBdat(s, p, envelope, first, next) : stepwise(s, p, first, next)
+      return yield* pipelinedBdat(s, p, envelope, yield* next, next)
     }))
   }
   if (!pipelining) return stepwise(s, p, p.chunk, undefined)
