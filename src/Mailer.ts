@@ -54,6 +54,7 @@ import * as Option from "effect/Option"
 import * as RateLimiter from "effect/persistence/RateLimiter"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
+import * as Tracer from "effect/Tracer"
 import type { ConnectOptions } from "./internal/ClientConfig.ts"
 import * as Connection from "./internal/ClientConnection.ts"
 import * as Pool from "./internal/ClientPool.ts"
@@ -169,27 +170,41 @@ export const make = (options: MailerOptions): Effect.Effect<Mailer["Service"], n
       open: Effect.provideService(Connection.connect(options), Network, network),
       reusable: (client: Connection.PooledClient) => client.isOpen()
     })
-    const limiter = options.rateLimit === undefined ? Effect.void : yield* makeLimiter(options.rateLimit, options)
+    const limiter = options.rateLimit === undefined ? undefined : yield* makeLimiter(options.rateLimit, options)
     const retry = options.retry
+
+    const schedule = retry === false ? undefined : retry?.schedule ?? defaultRetrySchedule
+    const retryWhile = retry === false ? undefined : retry?.while ?? isTemporary
 
     const send = <E, R>(message: Message<E, R>): Effect.Effect<SendResult, MailerError | E, R> => {
       const once = pool.use((client, reused) => {
         const before = client.progress()
-        return client.send(message).pipe(
-          Effect.mapError((e) => (reused && client.progress() === before && isStale(e) ? new Stale({ error: e }) : e))
+        return Effect.mapError(
+          client.send(message),
+          (e) => (reused && client.progress() === before && isStale(e) ? new Stale({ error: e }) : e)
         )
-      }).pipe(
-        // Every idle connection may have gone stale; a fresh one settles it.
-        Effect.retry({ while: (e) => e instanceof Stale, times: size }),
-        Effect.mapError((e) => (e instanceof Stale ? (e.error as SendError) : e))
+      })
+      // Every idle connection may have gone stale; a fresh one settles it.
+      const fresh = (tries: number): typeof once =>
+        Effect.catchIf(once, (e) => e instanceof Stale && tries < size, () => fresh(tries + 1))
+      const unstale = Effect.mapError(fresh(0), (e) => (e instanceof Stale ? (e.error as SendError) : e))
+      const attempt = limiter === undefined ? unstale : Effect.andThen(limiter, unstale)
+      // The schedule is set up only once an attempt failed: it gets that failure as its first input.
+      const retried = schedule === undefined || retryWhile === undefined ? attempt : Effect.catchIf(
+        attempt,
+        retryWhile,
+        (first) => {
+          let again = false
+          const next = Effect.suspend(() => (again ? attempt : (again = true, Effect.fail(first))))
+          return Effect.retry(next, { schedule, while: retryWhile })
+        }
       )
-      const attempt = Effect.andThen(limiter, once)
-      const retried = retry === false ? attempt : attempt.pipe(Effect.retry({
-        schedule: retry?.schedule ?? defaultRetrySchedule,
-        while: retry?.while ?? isTemporary
-      }))
-      // Data-first: in effect 4.1 the pipeable form still captures a stack trace per call.
-      return Effect.withSpan(retried, "Mailer.send", { captureStackTrace: false })
+      // Spans only where a tracer receives them: the default one keeps them nowhere.
+      return Effect.withFiber((fiber) =>
+        fiber.getRef(Tracer.Tracer) === Tracer.nativeTracer
+          ? retried
+          : Effect.withSpan(retried, "Mailer.send", { captureStackTrace: false })
+      )
     }
 
     return Mailer.of({ send, stats: pool.stats })

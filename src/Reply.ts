@@ -132,6 +132,24 @@ const splitEnhanced = (code: number, text: string): [EnhancedCode.EnhancedCode, 
 }
 
 /**
+ * A reply from fields this module parsed itself: the same object `new Reply` makes (the
+ * prototype and own fields, in the struct's order), without the constructor's schema pass,
+ * which costs more than the parsing. `enhancedCode` is left out when there is none, as the
+ * constructor does.
+ */
+const trusted = (
+  code: number,
+  enhancedCode: EnhancedCode.EnhancedCode | undefined,
+  lines: readonly [string, ...Array<string>]
+): Reply => {
+  const reply = Object.create(Reply.prototype) as { code: number; enhancedCode?: EnhancedCode.EnhancedCode; lines: readonly [string, ...Array<string>] }
+  reply.code = code
+  if (enhancedCode !== undefined) reply.enhancedCode = enhancedCode
+  reply.lines = lines
+  return reply as Reply
+}
+
+/**
  * Builds a reply from its lines. The enhanced code is taken from the first line when it starts
  * with one whose class matches the reply code, and then stripped from every line that repeats it.
  */
@@ -150,8 +168,8 @@ export const fromLines = (lines: ReadonlyArray<ReplyLine>): Result.Result<Reply,
   }
   const split = splitEnhanced(code, lines[0]!.text)
   if (split === undefined) {
-    const texts = lines.map((l) => l.text)
-    return Result.succeed(new Reply({ code, lines: [texts[0]!, ...texts.slice(1)] }, { disableChecks: true }))
+    const texts = lines.map((l) => l.text) as unknown as readonly [string, ...Array<string>]
+    return Result.succeed(trusted(code, undefined, texts))
   }
   const [enhanced, firstText] = split
   const prefix = EnhancedCode.format(enhanced)
@@ -160,9 +178,7 @@ export const fromLines = (lines: ReadonlyArray<ReplyLine>): Result.Result<Reply,
     const t = lines[i]!.text
     texts.push(t === prefix ? "" : t.startsWith(prefix + " ") ? t.slice(prefix.length + 1) : t)
   }
-  return Result.succeed(
-    new Reply({ code, enhancedCode: enhanced, lines: [texts[0]!, ...texts.slice(1)] }, { disableChecks: true })
-  )
+  return Result.succeed(trusted(code, enhanced, texts as unknown as readonly [string, ...Array<string>]))
 }
 
 /** Parses a whole reply as it came off the wire (CRLF-separated lines, the final CRLF optional). */

@@ -38,6 +38,7 @@
  */
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
+import * as Tracer from "effect/Tracer"
 import { SmtpError } from "./SmtpError.ts"
 import { type Network, type Transport, TransportError } from "./Transport.ts"
 import * as Config from "./internal/ClientConfig.ts"
@@ -115,14 +116,17 @@ export interface SendMailOptions<E = never, R = never> extends Config.ConnectOpt
  */
 export const sendMail = <E = never, R = never>(
   options: SendMailOptions<E, R>
-): Effect.Effect<Connection.SendResult, SendError | E, Network | R> =>
-  Effect.withSpan(
-    Effect.scoped(Effect.gen(function*() {
-      const client = yield* Connection.connect(options)
-      const result = yield* client.send(options)
-      yield* client.quit.pipe(Effect.ignore)
-      return result
-    })),
-    "SmtpClient.sendMail",
-    { captureStackTrace: false } // a stack trace per message costs more than the span
+): Effect.Effect<Connection.SendResult, SendError | E, Network | R> => {
+  const sending = Effect.scoped(Effect.gen(function*() {
+    const client = yield* Connection.connect(options)
+    const result = yield* client.send(options)
+    yield* client.quit.pipe(Effect.ignore)
+    return result
+  }))
+  // Spans only where a tracer receives them: the default one keeps them nowhere.
+  return Effect.withFiber((fiber) =>
+    fiber.getRef(Tracer.Tracer) === Tracer.nativeTracer
+      ? sending
+      : Effect.withSpan(sending, "SmtpClient.sendMail", { captureStackTrace: false }) // a stack trace per message costs more than the span
   )
+}

@@ -1,4 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
+import * as Clock from "effect/Clock"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -10,6 +11,7 @@ import * as Schedule from "effect/Schedule"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import { TestClock } from "effect/testing"
+import * as Tracer from "effect/Tracer"
 import * as Mailer from "../src/Mailer.ts"
 import * as MemoryTransport from "../src/MemoryTransport.ts"
 import * as SmtpClient from "../src/SmtpClient.ts"
@@ -96,6 +98,54 @@ describe("Mailer: the pool", () => {
       assert.deepStrictEqual(yield* mailer.stats, { open: 0, idle: 0 })
       yield* mailer.send(message(2))
       assert.strictEqual(server.sessions().total, 2)
+    }))
+
+  it.effect("each idle connection expires idleTimeout after its own last send", () =>
+    Effect.gen(function*() {
+      const gate = yield* Deferred.make<void>()
+      const server = yield* Scripted.ownServer({ hooks: { data: () => Deferred.await(gate) } })
+      const mailer = yield* mailerFor(server, { pool: { size: 2, idleTimeout: "30 seconds" } })
+      // Two connections, both parked at 0 s.
+      const both = yield* Effect.forkChild(Effect.forEach([1, 2], (n) => mailer.send(message(n)), { concurrency: 2 }))
+      yield* Scripted.awaitEvent(server, "body")
+      yield* Scripted.awaitEvent(server, "body")
+      yield* Deferred.succeed(gate, undefined)
+      yield* Fiber.join(both)
+      assert.deepStrictEqual(yield* mailer.stats, { open: 2, idle: 2 })
+      // At 10 s one of them sends again: it is parked anew.
+      yield* TestClock.adjust("10 seconds")
+      yield* mailer.send(message(3))
+      yield* TestClock.adjust("20 seconds") // 30 s: the other one expires
+      yield* Scripted.awaitEvent(server, "end")
+      assert.deepStrictEqual(yield* mailer.stats, { open: 1, idle: 1 })
+      yield* TestClock.adjust("9 seconds")
+      yield* settle
+      assert.deepStrictEqual(yield* mailer.stats, { open: 1, idle: 1 })
+      yield* TestClock.adjust("1 second") // 40 s: 30 s after its send
+      yield* Scripted.awaitEvent(server, "end")
+      assert.deepStrictEqual(yield* mailer.stats, { open: 0, idle: 0 })
+      assert.strictEqual(server.sessions().total, 2)
+    }))
+
+  it.effect("a busy pool keeps one idle timer, not one per send", () =>
+    Effect.gen(function*() {
+      const server = yield* Scripted.ownServer()
+      const clock = yield* Clock.Clock
+      let sleeps = 0
+      const counting: Clock.Clock = {
+        ...clock,
+        currentTimeMillisUnsafe: () => clock.currentTimeMillisUnsafe(),
+        currentTimeNanosUnsafe: () => clock.currentTimeNanosUnsafe(),
+        monotonicTimeNanosUnsafe: () => clock.monotonicTimeNanosUnsafe(),
+        sleep: (d) => {
+          sleeps++
+          return clock.sleep(d)
+        }
+      }
+      const mailer = yield* mailerFor(server).pipe(Effect.provideService(Clock.Clock, counting))
+      for (let n = 0; n < 50; n++) yield* mailer.send(message(n))
+      assert.strictEqual(server.received.length, 50)
+      assert.isAtMost(sleeps, 1)
     }))
 
   it.effect("closing the Mailer says QUIT on its idle connections", () =>
@@ -285,6 +335,27 @@ describe("Mailer: the rate limit", () => {
       yield* TestClock.adjust("1 millis")
       yield* Fiber.join(third)
       assert.strictEqual(server.received.length, 4)
+    }))
+
+  it.effect("with a tracer installed, each send is a Mailer.send span", () =>
+    Effect.gen(function*() {
+      const server = yield* Scripted.ownServer()
+      const ended: Array<string> = []
+      const tracer = Tracer.make({
+        span: (options) => {
+          const span = new Tracer.NativeSpan(options)
+          const end = span.end.bind(span)
+          span.end = (endTime, exit) => {
+            ended.push(span.name)
+            end(endTime, exit)
+          }
+          return span
+        }
+      })
+      const mailer = yield* mailerFor(server)
+      yield* Effect.withTracer(mailer.send(message(1)), tracer)
+      assert.deepStrictEqual(ended, ["Mailer.send"])
+      assert.strictEqual(server.received.length, 1)
     }))
 
   it.effect("Mailer.layer and Mailer.send work together", () =>

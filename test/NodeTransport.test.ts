@@ -195,6 +195,20 @@ describe("NodeTransport over TCP", () => {
       assert.strictEqual(text(yield* readBytes(server, 7)), "after\r\n")
     }))
 
+  it.live("bytes that arrive while no read waits are kept and read later, in order", () =>
+    Effect.gen(function*() {
+      const { client, server } = yield* connectedPair()
+      yield* client.write("first\r\n")
+      assert.strictEqual(yield* readLine(server), "first\r\n")
+      // No read waits now: what comes is kept by the transport (or Node), not lost. There is no
+      // signal for "arrived", so the test gives it time; later arrival would pass as well.
+      for (const piece of ["a", "b", "c\r\n"]) {
+        yield* client.write(piece)
+        yield* Effect.sleep("20 millis")
+      }
+      assert.strictEqual(yield* readLine(server), "abc\r\n")
+    }))
+
   it.live("backpressure: a reader that does not pull blocks the writer, pulling resumes it", () =>
     Effect.flatMap(connectedPair(), ({ client, server }) => backpressure(client, server)))
 
@@ -400,6 +414,20 @@ describe("NodeTransport STARTTLS", () => {
       assert.strictEqual(reasonOf(c), "Tls")
       const after = yield* Effect.exit(server.read)
       assert.isTrue(Exit.isFailure(after))
+    }))
+
+  it.live("plaintext kept while no read waited goes to the TLS engine at the upgrade, never to a read", () =>
+    Effect.gen(function*() {
+      const { client, server } = yield* connectedPair()
+      yield* client.write("STARTTLS\r\n")
+      assert.strictEqual(yield* readLine(server), "STARTTLS\r\n")
+      yield* client.write("NOOP\r\n")
+      yield* Effect.sleep("50 millis") // it arrives while no read waits (see above)
+      const upgraded = yield* Effect.forkChild(Effect.exit(server.upgradeTls({ role: "server", tls: serverTls })), { startImmediately: true })
+      const c = yield* Effect.exit(client.upgradeTls({ role: "client", tls: { ca: certs.ca, servername: "localhost" } }))
+      assert.strictEqual(reasonOf(yield* Fiber.join(upgraded)), "Tls")
+      assert.strictEqual(reasonOf(c), "Tls")
+      assert.isTrue(Exit.isFailure(yield* Effect.exit(server.read)))
     }))
 
   it.live("plaintext a server injects after its 220 fails the client's handshake instead of being read", () =>

@@ -157,6 +157,29 @@ describe("SmtpClient: pipelining", () => {
       assert.strictEqual(result.reply.text, "queued as 42")
     }))
 
+  it.effect("the same replies again and again are read right each time, among others", () =>
+    Effect.gen(function*() {
+      const { client, fiber } = yield* scripted((p) =>
+        Effect.gen(function*() {
+          yield* Scripted.greet(p, "PIPELINING", "ENHANCEDSTATUSCODES")
+          for (let i = 0; i < 40; i++) {
+            yield* p.chunk
+            // A rejection every third time, and a final reply that changes every time.
+            yield* p.send(i % 3 === 2 ? "250 2.1.0 ok\r\n550 5.1.1 no\r\n250 2.1.5 ok\r\n354 go\r\n" : "250 2.1.0 ok\r\n250 2.1.5 ok\r\n250 2.1.5 ok\r\n354 go\r\n")
+            yield* p.until("\r\n.\r\n")
+            yield* p.send(i % 2 === 0 ? `250-2.0.0 queued\r\n250 2.0.0 as ${i}\r\n` : `250 2.0.0 queued as ${i}\r\n`)
+          }
+        }))
+      for (let i = 0; i < 40; i++) {
+        const result = yield* client.send({ from: "a@b.example", to: ["x@y.example", "z@y.example"], body: "b" })
+        assert.deepStrictEqual(result.accepted.map((a) => a.recipient), i % 3 === 2 ? ["z@y.example"] : ["x@y.example", "z@y.example"])
+        assert.deepStrictEqual(result.accepted[0]!.reply.enhancedCode, [2, 1, 5])
+        assert.strictEqual(result.reply.text, i % 2 === 0 ? `queued\nas ${i}` : `queued as ${i}`)
+        assert.isTrue(Object.isFrozen(result.accepted[0]!.reply.lines), "a reply shared between sends cannot be changed")
+      }
+      yield* Fiber.join(fiber)
+    }))
+
   it.effect("without PIPELINING, waits for each reply before the next command", () =>
     Effect.gen(function*() {
       const { client, fiber } = yield* scripted((p) =>
@@ -764,6 +787,42 @@ describe("SmtpClient: BDAT", () => {
       yield* client.send({ from: "a@b.example", to: "c@d.example", body, transfer: "bdat" })
       yield* Fiber.join(fiber)
       assert.strictEqual(wire, "a\r\nb\r\nc\r\n\r\n")
+    }))
+
+  it.effect("a text body in memory that fits one chunk goes with the envelope, lone line endings made CRLF", () =>
+    Effect.gen(function*() {
+      let wire = ""
+      const { client, fiber } = yield* scripted((p) =>
+        Effect.gen(function*() {
+          yield* Scripted.greet(p, "PIPELINING", "CHUNKING", "SIZE 1000")
+          wire = latin1(yield* p.chunk)
+          yield* p.send("250 ok\r\n250 ok\r\n250 2.0.0 accepted\r\n")
+        }))
+      const result = yield* client.send({ from: "a@b.example", to: "c@d.example", body: "Subject: x\n\n.dot\rend", transfer: "bdat" })
+      yield* Fiber.join(fiber)
+      // No dot-stuffing, no final CRLF added: BDAT carries the message as it is, normalised.
+      const message = "Subject: x\r\n\r\n.dot\r\nend"
+      assert.strictEqual(
+        wire,
+        `MAIL FROM:<a@b.example> SIZE=${message.length}\r\nRCPT TO:<c@d.example>\r\nBDAT ${message.length} LAST\r\n${message}`
+      )
+      assert.strictEqual(result.reply.text, "accepted")
+    }))
+
+  it.effect("auto uses DATA even when CHUNKING is offered: no body before the recipients are accepted", () =>
+    Effect.gen(function*() {
+      let envelope = ""
+      const { client, fiber } = yield* scripted((p) =>
+        Effect.gen(function*() {
+          yield* Scripted.greet(p, "PIPELINING", "CHUNKING", "BINARYMIME")
+          envelope = latin1(yield* p.chunk)
+          yield* p.send("250 ok\r\n250 ok\r\n354 go\r\n")
+          yield* p.until("\r\n.\r\n")
+          yield* p.reply(250, "queued")
+        }))
+      yield* client.send({ from: "a@b.example", to: "c@d.example", body: "Subject: x\r\n\r\nhi\r\n" })
+      yield* Fiber.join(fiber)
+      assert.strictEqual(envelope, "MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n")
     }))
 
   it.effect("DATA cannot carry BINARYMIME", () =>

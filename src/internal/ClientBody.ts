@@ -6,6 +6,7 @@
 import type { NonEmptyReadonlyArray } from "effect/Array"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Pull from "effect/Pull"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
@@ -125,7 +126,83 @@ const concat = (parts: ReadonlyArray<Uint8Array>, size: number): Uint8Array => {
   return out
 }
 
+const concat2 = (a: Uint8Array, b: Uint8Array): Uint8Array => {
+  const out = new Uint8Array(a.length + b.length)
+  out.set(a, 0)
+  out.set(b, a.length)
+  return out
+}
+
 type Write = (bytes: Uint8Array, timeout: Duration.Duration) => Effect.Effect<void, TransportError>
+
+/**
+ * Writes the pieces `next` gives, one after the other, until it gives `undefined`. A write
+ * that completes at once (an `Exit`) is followed by the next one at once.
+ */
+const writeEach = (next: () => Uint8Array | undefined, write: Write, timeout: Duration.Duration) => {
+  const loop = (): Effect.Effect<void, TransportError> => {
+    while (true) {
+      const piece = next()
+      if (piece === undefined) return Effect.void
+      const w = write(piece, timeout)
+      if (!Exit.isExit(w)) return Effect.flatMap(w, loop)
+      if (Exit.isFailure(w)) return w
+    }
+  }
+  return Effect.suspend(loop)
+}
+
+/**
+ * A DATA body in memory, encoded before MAIL FROM is sent: its size for SIZE, and how it goes
+ * out. One pass over the body serves both: a small body is encoded whole; a large one is
+ * measured a window at a time, and if it needed no change it is later written as it is.
+ */
+export interface PreparedData {
+  /** The body once lone CR and LF are CRLF, with a final CRLF: what SIZE declares (RFC 1870 4). */
+  readonly size: number
+  readonly bytes: Uint8Array
+  /** The whole wire form (stuffed, terminated), for a body of one window. */
+  readonly wire: Uint8Array | undefined
+  /** A larger body that needs no change: written as it is, then this terminator. */
+  readonly tail: Uint8Array | undefined
+}
+
+export const prepareData = (bytes: Uint8Array): PreparedData => {
+  const dots = new DotEncoder()
+  if (bytes.length <= ENCODE_WINDOW) {
+    const encoded = dots.encode(bytes)
+    const wire = concat2(encoded, dots.end())
+    return { size: bytes.length + dots.added, bytes, wire, tail: undefined }
+  }
+  for (let at = 0; at < bytes.length; at += ENCODE_WINDOW) dots.encode(bytes.subarray(at, at + ENCODE_WINDOW))
+  const tail = dots.end()
+  return { size: bytes.length + dots.added, bytes, wire: undefined, tail: dots.changed ? undefined : tail }
+}
+
+/** Sends a prepared body after the 354 (see `writeDataBody`). */
+export const writePreparedData = (data: PreparedData, write: Write, timeout: Duration.Duration): Effect.Effect<void, TransportError> => {
+  if (data.wire !== undefined) return Effect.suspend(() => write(data.wire!, timeout))
+  const bytes = data.bytes
+  let at = 0
+  if (data.tail !== undefined) {
+    // Needs no change: the body itself, a window at a time, then the terminator.
+    let tail: Uint8Array | undefined = data.tail
+    return writeEach(() => {
+      if (at < bytes.length) return bytes.subarray(at, at += ENCODE_WINDOW)
+      const last = tail
+      tail = undefined
+      return last
+    }, write, timeout)
+  }
+  const dots = new DotEncoder()
+  let done = false
+  return writeEach(() => {
+    if (done) return undefined
+    if (at < bytes.length) return dots.encode(bytes.subarray(at, at += ENCODE_WINDOW))
+    done = true
+    return dots.end()
+  }, write, timeout)
+}
 
 /**
  * Sends a DATA body after the 354: lone CR and LF become CRLF, a leading dot is doubled,
@@ -138,8 +215,10 @@ export const writeDataBody = <E, R>(
   body: Body<E, R>,
   write: Write,
   timeout: Duration.Duration
-): Effect.Effect<void, E | TransportError, R> =>
-  Effect.suspend(() => {
+): Effect.Effect<void, E | TransportError, R> => {
+  const bytes = bytesOf(body)
+  if (bytes !== undefined) return writePreparedData(prepareData(bytes), write, timeout)
+  return Effect.suspend(() => {
     const dots = new DotEncoder()
     let parts: Array<Uint8Array> = []
     let size = 0
@@ -175,7 +254,7 @@ export const writeDataBody = <E, R>(
       })
       return loop
     }
-    return toStream(body).pipe(
+    return (body as Stream.Stream<Uint8Array, E, R>).pipe(
       Stream.runForEachArray(feed),
       Effect.andThen(Effect.suspend(() => {
         add(dots.end())
@@ -183,6 +262,20 @@ export const writeDataBody = <E, R>(
       }))
     )
   })
+}
+
+/** A body in memory as one BDAT chunk: lone CR and LF made CRLF, unless `binary` (see `chunker`). */
+export const wholeChunk = (bytes: Uint8Array, options: { readonly binary: boolean }): Uint8Array => {
+  if (options.binary) return bytes
+  const crlf = new CrlfNormalizer()
+  const head = crlf.push(bytes)
+  const pending = crlf.end()
+  if (pending.length === 0) return head
+  const out = new Uint8Array(head.length + pending.length)
+  out.set(head, 0)
+  out.set(pending, head.length)
+  return out
+}
 
 /** Turns lone CR and lone LF into CRLF, across chunk boundaries. */
 export class CrlfNormalizer {

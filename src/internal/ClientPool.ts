@@ -3,10 +3,11 @@
  * warmest first, each closed after `maxUses` sends or `idleTimeout` unused, and discarded
  * (never reused) after a failure that broke it or an interruption.
  */
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
-import * as Fiber from "effect/Fiber"
 import * as Scope from "effect/Scope"
 import * as Semaphore from "effect/Semaphore"
 
@@ -31,16 +32,21 @@ interface Entry<C> {
   readonly connection: C
   readonly scope: Scope.Closeable
   uses: number
-  timer: Fiber.Fiber<void> | undefined
+  /** When it was last parked (the Clock's milliseconds). */
+  idleSince: number
 }
 
 export const make = <C, E>(options: PoolOptions<C, E>): Effect.Effect<Pool<C, E>, never, Scope.Scope> =>
   Effect.gen(function*() {
     const scope = yield* Scope.Scope
+    const clock = yield* Clock.Clock
     const permits = yield* Semaphore.make(options.size)
+    const idleMs = Duration.toMillis(options.idleTimeout)
+    // Warmest last: a send takes the connection parked most recently; the oldest is first.
     const idle: Array<Entry<C>> = []
     let open = 0
     let shuttingDown = false
+    let sweeping = false
 
     const close = (entry: Entry<C>) =>
       Effect.suspend(() => {
@@ -48,27 +54,28 @@ export const make = <C, E>(options: PoolOptions<C, E>): Effect.Effect<Pool<C, E>
         return Scope.close(entry.scope, Exit.void)
       })
 
-    const stopTimer = (entry: Entry<C>) =>
-      Effect.suspend(() => {
-        const timer = entry.timer
-        entry.timer = undefined
-        return timer === undefined ? Effect.void : Fiber.interrupt(timer)
-      })
+    /**
+     * One sleeper per pool closes connections left idle for `idleTimeout` (rather than a timer
+     * per parked connection, started and stopped on every send). It sleeps until the oldest
+     * idle connection expires, closes what has expired, and stops once none is idle.
+     */
+    const sweep: Effect.Effect<void> = Effect.suspend(() => {
+      if (shuttingDown || idle.length === 0) {
+        sweeping = false
+        return Effect.void
+      }
+      const wait = idle[0]!.idleSince + idleMs - clock.currentTimeMillisUnsafe()
+      if (wait > 0) return Effect.andThen(clock.sleep(Duration.millis(wait)), sweep)
+      return Effect.andThen(close(idle.shift()!), sweep)
+    })
 
-    const expire = (entry: Entry<C>) =>
-      Effect.suspend(() => {
-        const at = idle.indexOf(entry)
-        if (at < 0) return Effect.void
-        idle.splice(at, 1)
-        entry.timer = undefined
-        return close(entry)
-      })
-
-    const park = (entry: Entry<C>) =>
-      Effect.gen(function*() {
-        idle.push(entry)
-        entry.timer = yield* Effect.forkIn(Effect.andThen(Effect.sleep(options.idleTimeout), expire(entry)), scope)
-      })
+    const park = (entry: Entry<C>): Effect.Effect<void> => {
+      entry.idleSince = clock.currentTimeMillisUnsafe()
+      idle.push(entry)
+      if (sweeping || idleMs === Infinity) return Effect.void
+      sweeping = true
+      return Effect.asVoid(Effect.forkIn(sweep, scope))
+    }
 
     // Shutting down: idle connections say QUIT; those in use close with their scopes.
     yield* Scope.addFinalizer(
@@ -76,50 +83,45 @@ export const make = <C, E>(options: PoolOptions<C, E>): Effect.Effect<Pool<C, E>
       Effect.suspend(() => {
         shuttingDown = true
         const all = idle.splice(0)
-        return Effect.forEach(all, (e) => Effect.andThen(stopTimer(e), close(e)), { discard: true })
+        return Effect.forEach(all, close, { discard: true })
       })
     )
 
     type Lease = readonly [entry: Entry<C>, reused: boolean]
-    const acquire: Effect.Effect<Lease, E> = Effect.suspend((): Effect.Effect<Lease, E> => {
-      const warm = idle.pop()
-      if (warm !== undefined) return Effect.as(stopTimer(warm), [warm, true])
-      return Effect.gen(function*() {
-        const child = yield* Scope.fork(scope, "sequential")
-        open++
-        const connection = yield* options.open.pipe(
-          Scope.provide(child),
-          Effect.onError(() =>
-            Effect.suspend(() => {
-              open--
-              return Scope.close(child, Exit.void)
-            })
-          )
+    const openOne: Effect.Effect<Lease, E> = Effect.suspend(() => {
+      const child = Scope.forkUnsafe(scope, "sequential")
+      open++
+      return options.open.pipe(
+        Scope.provide(child),
+        Effect.map((connection): Lease => [{ connection, scope: child, uses: 0, idleSince: 0 }, false]),
+        Effect.onError(() =>
+          Effect.suspend(() => {
+            open--
+            return Scope.close(child, Exit.void)
+          })
         )
-        const entry: Entry<C> = { connection, scope: child, uses: 0, timer: undefined }
-        return [entry, false] as const
-      })
+      )
+    })
+    const acquire: Effect.Effect<Lease, E> = Effect.suspend(() => {
+      const warm = idle.pop()
+      return warm !== undefined ? Exit.succeed([warm, true] as const) : openOne
     })
 
-    const release = (entry: Entry<C>, exit: Exit.Exit<unknown, unknown>) =>
-      Effect.suspend(() => {
-        entry.uses++
-        const keep = !shuttingDown && entry.uses < options.maxUses && options.reusable(entry.connection) &&
-          !(Exit.isFailure(exit) && exit.cause.reasons.some((r) => r._tag === "Interrupt"))
-        if (keep) return park(entry)
-        // Gone from the pool at once; its QUIT takes a round trip the caller does not wait for.
-        open--
-        return Effect.asVoid(Effect.forkIn(Scope.close(entry.scope, Exit.void), scope))
-      })
+    const release = (entry: Entry<C>, exit: Exit.Exit<unknown, unknown>): Effect.Effect<void> => {
+      entry.uses++
+      const keep = !shuttingDown && entry.uses < options.maxUses && options.reusable(entry.connection) &&
+        !(Exit.isFailure(exit) && Cause.hasInterrupts(exit.cause))
+      if (keep) return park(entry)
+      // Gone from the pool at once; its QUIT takes a round trip the caller does not wait for.
+      open--
+      return Effect.asVoid(Effect.forkIn(Scope.close(entry.scope, Exit.void), scope))
+    }
 
     const use = <A, E2, R>(f: (connection: C, reused: boolean) => Effect.Effect<A, E2, R>): Effect.Effect<A, E | E2, R> =>
       permits.withPermits(1)(Effect.uninterruptibleMask((restore) =>
-        Effect.gen(function*() {
-          const [entry, reused] = yield* restore(acquire)
-          const exit = yield* Effect.exit(restore(f(entry.connection, reused)))
-          yield* release(entry, exit)
-          return yield* exit
-        })
+        Effect.flatMap(restore(acquire), ([entry, reused]) =>
+          Effect.flatMap(Effect.exit(restore(f(entry.connection, reused))), (exit) =>
+            Effect.andThen(Effect.suspend(() => release(entry, exit)), exit)))
       ))
 
     return { use, stats: Effect.sync(() => ({ open, idle: idle.length })) }

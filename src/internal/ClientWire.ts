@@ -2,13 +2,18 @@
  * The client's side of the wire: writes under a deadline, and whole replies read and
  * checked line by line (three-digit code, continuation markers, one code per reply,
  * bounded length and line count). Anything else is an `SmtpProtocolError`.
+ *
+ * Work that needs no waiting is done at once: a write the kernel takes is an `Exit`, and a
+ * reply already buffered (the usual case for the replies to a pipelined group) is parsed and
+ * returned as an `Exit`, with no timer armed and no fiber suspended.
  */
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import type * as Fiber from "effect/Fiber"
 import * as Result from "effect/Result"
-import * as Scope from "effect/Scope"
+import type * as Scope from "effect/Scope"
 import * as Reply from "../Reply.ts"
 import { type Transport, TransportError } from "../Transport.ts"
 import { invalidArgument, type SmtpClientError, SmtpProtocolError } from "./ClientErrors.ts"
@@ -17,11 +22,18 @@ import * as LineReader from "./LineReader.ts"
 export interface Wire {
   readonly transport: Transport
   /**
-   * Writes bytes; the deadline covers the whole write (a full kernel buffer included).
-   * `shown` is what the traffic log says instead of the data (credentials, binary content).
+   * Writes bytes now, when called; the returned Effect waits for the kernel to take them,
+   * under a deadline that covers the whole write (a full kernel buffer included). It is an
+   * `Exit` when there is nothing to wait for. `shown` is what the traffic log says instead of
+   * the data (credentials, binary content).
    */
+  readonly send: (data: string | Uint8Array, timeout: Duration.Duration, shown?: string) => Effect.Effect<void, TransportError>
+  /** `send`, done when the Effect runs. */
   readonly write: (data: string | Uint8Array, timeout: Duration.Duration, shown?: string) => Effect.Effect<void, TransportError>
-  /** Reads one whole reply; the deadline covers all its lines. */
+  /**
+   * The next whole reply; the deadline covers all its lines. An `Exit` when it is already
+   * buffered.
+   */
   readonly reply: (timeout: Duration.Duration, what: string) => Effect.Effect<Reply.Reply, TransportError | SmtpProtocolError>
   /** Drops buffered bytes (what a server sent after its 220 to STARTTLS) and says how many. */
   readonly discardBuffered: () => number
@@ -33,11 +45,15 @@ const malformed = (message: string, line?: string) =>
     message: line === undefined ? message : `${message}: ${JSON.stringify(line.slice(0, 200))}`
   })
 
+const oneLine = (text: string) => text.replace(/\r\n$/, "").split("\r\n").join(" | ")
+
 /** Logs traffic at Debug level: commands and replies as text, message data as byte counts. */
 const logSent = (data: string | Uint8Array, shown: string | undefined) =>
-  Effect.logDebug(
-    shown ?? (typeof data === "string" ? data.replace(/\r\n$/, "").split("\r\n").join(" | ") : `<${data.length} bytes>`)
-  ).pipe(Effect.annotateLogs("smtp", "C"))
+  Effect.logDebug(shown ?? (typeof data === "string" ? oneLine(data) : `<${data.length} bytes>`)).pipe(
+    Effect.annotateLogs("smtp", "C")
+  )
+
+const logReceived = (reply: Reply.Reply) => Effect.logDebug(oneLine(reply.toWire())).pipe(Effect.annotateLogs("smtp", "S"))
 
 /**
  * The deadlines of one connection, with one timer instead of a timeout (two fibers and a
@@ -54,28 +70,30 @@ const logSent = (data: string | Uint8Array, shown: string | undefined) =>
  * armed (an idle connection), and the next operation starts another. It sleeps through the
  * `Clock` service, so TestClock drives it in tests.
  */
-interface Deadlines {
-  /** Runs `eff` under a deadline of `timeout`; past it, fails with `timedOut()`. */
-  readonly within: <A, E>(
-    eff: Effect.Effect<A, E>,
-    timeout: Duration.Duration,
-    timedOut: () => TransportError
-  ) => Effect.Effect<A, E | TransportError>
+export interface Deadlines {
+  /** Arms the deadline of an operation about to wait, `timeout` from now; returns its ticket. */
+  readonly arm: (timeout: Duration.Duration) => number
+  /** The operation is over: its deadline no longer holds. */
+  readonly disarm: (ticket: number) => void
+  /** Whether the operation's deadline passed (and the transport was closed for it). */
+  readonly expired: (ticket: number) => boolean
 }
 
-const makeDeadlines = (transport: Transport): Effect.Effect<Deadlines, never, Scope.Scope> =>
+/** A ticket for an operation without a time limit. */
+const UNLIMITED = 0
+
+export const makeDeadlines = (transport: Transport): Effect.Effect<Deadlines, never, Scope.Scope> =>
   Effect.gen(function*() {
     const clock = yield* Clock.Clock
-    // The sleeper's own scope, made before the connection's finalizers (QUIT at close time
-    // still has its deadline), so closed after them.
-    const scope = yield* Scope.fork(yield* Effect.scope)
-    let operation = 0 // the current operation's number
+    const fork = Effect.runForkWith(yield* Effect.context<never>())
+    let operation = 0 // the current operation's ticket
     let deadline = Infinity // when it times out; Infinity when none is running
     let expired = 0 // the operation that timed out
     let shortest = Infinity // the shortest timeout armed so far, in milliseconds
     let sleeper: Fiber.Fiber<void> | undefined
     let generation = 0 // the sleeper's: a replaced one stops when it wakes up
     let wakeAt = Infinity // when the sleeper looks next
+    let closed = false
 
     const sleeperLoop = (g: number): Effect.Effect<void> => {
       let idle = false // it woke up to nothing armed once already
@@ -108,93 +126,132 @@ const makeDeadlines = (transport: Transport): Effect.Effect<Deadlines, never, Sc
       })
     }
 
-    const start = Effect.suspend(() => {
-      sleeper?.interruptUnsafe()
-      wakeAt = deadline // at the latest; the sleeper sets it when it starts
-      return Effect.map(Effect.forkIn(sleeperLoop(++generation), scope), (fiber) => {
-        sleeper = fiber
-      })
-    })
+    const arm = (timeout: Duration.Duration): number => {
+      const ms = Duration.toMillis(timeout)
+      if (ms === Infinity || closed) return UNLIMITED
+      const ticket = ++operation
+      deadline = clock.currentTimeMillisUnsafe() + ms
+      if (ms < shortest) shortest = ms
+      // The sleeper looks by this deadline already, or one is started that does.
+      if (sleeper === undefined || wakeAt > deadline) {
+        sleeper?.interruptUnsafe()
+        wakeAt = deadline // at the latest; the sleeper sets it when it starts
+        sleeper = fork(sleeperLoop(++generation))
+      }
+      return ticket
+    }
+    const disarm = (ticket: number) => {
+      if (ticket === operation) deadline = Infinity
+    }
 
-    const within = <A, E>(eff: Effect.Effect<A, E>, timeout: Duration.Duration, timedOut: () => TransportError) =>
-      Effect.suspend(() => {
-        const id = ++operation
-        const ms = Duration.toMillis(timeout)
-        deadline = clock.currentTimeMillisUnsafe() + ms
-        if (deadline === Infinity) return eff // no time limit
-        if (ms < shortest) shortest = ms
-        const done = () => {
-          if (operation === id) deadline = Infinity
-        }
-        const watched = Effect.matchEffect(eff, {
-          onSuccess: (a) => {
-            done()
-            return Effect.succeed(a)
-          },
-          onFailure: (e) => {
-            done()
-            return Effect.fail(expired === id ? timedOut() : e)
-          }
-        })
-        // The sleeper looks by this deadline already, or one is started that does.
-        return sleeper !== undefined && wakeAt <= deadline ? watched : Effect.andThen(start, watched)
+    // Registered before the connection's finalizers, so run after them: QUIT at close time
+    // still has its deadline.
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        closed = true
+        deadline = Infinity
+        generation++
+        sleeper?.interruptUnsafe()
+        sleeper = undefined
       })
-
-    return { within }
+    )
+    return { arm, disarm, expired: (ticket) => ticket !== UNLIMITED && ticket === expired }
   })
+
+/** One-line replies remembered per connection. */
+const KNOWN_REPLIES = 16
+
+const writeTimedOut = () => new TransportError({ reason: "Timeout", message: "write timed out" })
 
 export const make = (
   transport: Transport,
   options: { readonly logTraffic: boolean }
 ): Effect.Effect<Wire, never, Scope.Scope> =>
-  Effect.gen(function*() {
+  Effect.map(makeDeadlines(transport), (deadlines) => {
     // The limit counts CRLF; Reply.MAX_LINE_LENGTH does not.
     const reader = LineReader.make(transport, { maxLineLength: Reply.MAX_LINE_LENGTH + 2 })
-    const deadlines = yield* makeDeadlines(transport)
+    const log = options.logTraffic
 
-    const writeTimedOut = () => new TransportError({ reason: "Timeout", message: "write timed out" })
-    const write = (data: string | Uint8Array, timeout: Duration.Duration, shown?: string) => {
-      const written = deadlines.within(transport.write(data), timeout, writeTimedOut)
-      return options.logTraffic ? Effect.andThen(logSent(data, shown), written) : written
+    const sendNow = (data: string | Uint8Array, timeout: Duration.Duration): Effect.Effect<void, TransportError> => {
+      const written = transport.writeUnsafe(data)
+      if (Exit.isExit(written)) return written
+      const ticket = deadlines.arm(timeout)
+      return Effect.matchEffect(written, {
+        onSuccess: () => {
+          deadlines.disarm(ticket)
+          return Effect.void
+        },
+        onFailure: (e) => {
+          deadlines.disarm(ticket)
+          return Effect.fail(deadlines.expired(ticket) ? writeTimedOut() : e)
+        }
+      })
     }
+    const send = (data: string | Uint8Array, timeout: Duration.Duration, shown?: string) =>
+      log ? Effect.andThen(logSent(data, shown), Effect.suspend(() => sendNow(data, timeout))) : sendNow(data, timeout)
+    const write = (data: string | Uint8Array, timeout: Duration.Duration, shown?: string) =>
+      Effect.suspend(() => send(data, timeout, shown))
 
-    const readLine = reader.readLine.pipe(
-      Effect.catchTag("LineTooLong", () => Effect.fail(malformed(`reply line longer than ${Reply.MAX_LINE_LENGTH} octets`)))
-    )
-
-    const readReply: Effect.Effect<Reply.Reply, TransportError | SmtpProtocolError> = Effect.gen(function*() {
-      const lines: Array<Reply.ReplyLine> = []
+    // The lines of a reply read so far.
+    let lines: Array<Reply.ReplyLine> = []
+    // A server says the same few one-line replies again and again ("250 2.1.0 Ok", "354 …"):
+    // each is parsed once per connection. A Reply is immutable, so one object serves every time.
+    const known = new Map<string, Exit.Exit<Reply.Reply>>()
+    let firstLine = ""
+    /** The next whole reply if it is buffered, checked; `undefined` when more must be read. */
+    const take = (): Exit.Exit<Reply.Reply, SmtpProtocolError> | undefined => {
       while (true) {
-        const line = yield* readLine
+        const line = reader.nextLine()
+        if (line === undefined) return undefined
+        if (typeof line !== "string") return Exit.fail(malformed(`reply line longer than ${Reply.MAX_LINE_LENGTH} octets`))
+        if (lines.length === 0) {
+          const seen = known.get(line)
+          if (seen !== undefined) return seen
+          firstLine = line
+        }
         const parsed = Reply.parseLine(line)
-        if (Result.isFailure(parsed)) return yield* malformed(parsed.failure.message, line)
+        if (Result.isFailure(parsed)) return Exit.fail(malformed(parsed.failure.message, line))
         lines.push(parsed.success)
         if (parsed.success.last) break
-        if (lines.length >= Reply.MAX_LINES) return yield* malformed(`reply longer than ${Reply.MAX_LINES} lines`)
+        if (lines.length >= Reply.MAX_LINES) return Exit.fail(malformed(`reply longer than ${Reply.MAX_LINES} lines`))
       }
-      const reply = Reply.fromLines(lines)
-      if (Result.isFailure(reply)) return yield* malformed(reply.failure.message, reply.failure.line)
-      if (options.logTraffic) {
-        yield* Effect.logDebug(reply.success.toWire().replace(/\r\n$/, "").split("\r\n").join(" | ")).pipe(
-          Effect.annotateLogs("smtp", "S")
-        )
+      const whole = Reply.fromLines(lines)
+      const single = lines.length === 1
+      lines = []
+      if (Result.isFailure(whole)) return Exit.fail(malformed(whole.failure.message, whole.failure.line))
+      const r = Exit.succeed(whole.success)
+      if (single && known.size < KNOWN_REPLIES) {
+        Object.freeze(whole.success.lines)
+        if (whole.success.enhancedCode !== undefined) Object.freeze(whole.success.enhancedCode)
+        known.set(firstLine, r)
       }
-      return reply.success
-    })
+      return r
+    }
+    const logged = (r: Exit.Exit<Reply.Reply, SmtpProtocolError>) =>
+      log && Exit.isSuccess(r) ? Effect.andThen(logReceived(r.value), r) : r
 
-    const reply = (timeout: Duration.Duration, what: string) =>
-      deadlines.within(
-        readReply,
-        timeout,
-        () => new TransportError({ reason: "Timeout", message: `no reply to ${what} in time` })
-      )
+    const reply = (timeout: Duration.Duration, what: string): Effect.Effect<Reply.Reply, TransportError | SmtpProtocolError> => {
+      const buffered = take()
+      if (buffered !== undefined) return logged(buffered)
+      const ticket = deadlines.arm(timeout)
+      const waiting: Effect.Effect<Reply.Reply, TransportError | SmtpProtocolError> = Effect.matchEffect(reader.fill, {
+        onSuccess: () => {
+          const r = take()
+          if (r === undefined) return waiting
+          deadlines.disarm(ticket)
+          return logged(r)
+        },
+        onFailure: (e) => {
+          deadlines.disarm(ticket)
+          return Effect.fail(
+            deadlines.expired(ticket) ? new TransportError({ reason: "Timeout", message: `no reply to ${what} in time` }) : e
+          )
+        }
+      })
+      return waiting
+    }
 
-    return {
-      transport,
-      write,
-      reply,
-      discardBuffered: () => reader.discardBuffered()
-    } satisfies Wire
+    return { transport, send, write, reply, discardBuffered: () => reader.discardBuffered() } satisfies Wire
   })
 
 /** A command line as it goes on the wire: CR, LF and NUL are refused whatever their origin. */

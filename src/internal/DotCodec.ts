@@ -213,8 +213,19 @@ export class DotDecoder {
   }
 }
 
+const END: Uint8Array = Uint8Array.of(DOT, CR, LF)
+const END_AFTER_CR: Uint8Array = Uint8Array.of(LF, DOT, CR, LF)
+const END_WITH_CRLF: Uint8Array = Uint8Array.of(CR, LF, DOT, CR, LF)
+
 /** Client side: normalises line endings, stuffs dots, and terminates. */
 export class DotEncoder {
+  /**
+   * CR and LF bytes added so far to make lone ones CRLF, and the final CRLF `end` adds: the
+   * input's length plus this is its size once normalised, what SIZE declares (RFC 1870).
+   */
+  added = 0
+  /** Some input so far was changed (a line ending fixed, a dot stuffed): see `encode`. */
+  changed = false
   private lineStart = true
   private afterCr = false
   private empty = true
@@ -282,6 +293,7 @@ export class DotEncoder {
     }
     this.lineStart = lineStart
     if (this.buf === EMPTY) return input // unchanged
+    this.changed = true
     this.put(input, run, len, -1)
     const out = this.buf.subarray(0, this.n)
     this.buf = EMPTY
@@ -302,7 +314,10 @@ export class DotEncoder {
     } else {
       for (let k = from; k < to; k++) buf[n++] = input[k]!
     }
-    if (extra !== -1) buf[n++] = extra
+    if (extra !== -1) {
+      buf[n++] = extra
+      this.added++
+    }
     this.n = n
   }
 
@@ -317,16 +332,20 @@ export class DotEncoder {
     return next
   }
 
-  /** The bytes that end the body: a missing final CRLF, then "." CRLF. */
+  /** The bytes that end the body: a missing final CRLF, then "." CRLF. Shared: not to be modified. */
   end(): Uint8Array {
-    const tail: Array<number> = []
+    let tail: Uint8Array
     if (this.afterCr) {
-      tail.push(LF)
-      this.afterCr = false
-      this.lineStart = true
+      tail = END_AFTER_CR
+      this.added += 1
+    } else if (!this.lineStart && !this.empty) {
+      tail = END_WITH_CRLF
+      this.added += 2
+    } else {
+      tail = END
     }
-    if (!this.lineStart && !this.empty) tail.push(CR, LF)
-    tail.push(DOT, CR, LF)
-    return Uint8Array.from(tail)
+    this.afterCr = false
+    this.lineStart = true
+    return tail
   }
 }

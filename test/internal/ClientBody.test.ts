@@ -134,6 +134,38 @@ describe("ClientBody.inspect", () => {
   })
 })
 
+describe("ClientBody.prepareData", () => {
+  it("declares the per-byte SIZE (final CRLF included) and keeps the per-byte encoding", () => {
+    fc.assert(
+      fc.property(placedArb, (bytes) => {
+        const data = ClientBody.prepareData(bytes)
+        assert.strictEqual(data.size, referenceSize(bytes, true))
+        assert.strictEqual(text(data.wire!), text(referenceEncoding(bytes)))
+      }),
+      { numRuns: 3000 }
+    )
+  })
+
+  it.effect("a large body is measured a window at a time: as it is when clean, encoded again when not", () =>
+    Effect.gen(function*() {
+      const line = new TextEncoder().encode("abcdefghijklmnopqrstuvwxyz".repeat(3) + "\r\n")
+      const clean = new Uint8Array(1024 * 1024 + 3)
+      for (let i = 0; i + line.length <= clean.length; i += line.length) clean.set(line, i)
+      clean.fill(0x78, clean.length - 3) // an unterminated last line
+      const dirty = clean.map((b, i) => (b === CR && i % 3 === 0 ? LF : b === 0x61 && i % 5 === 0 ? DOT : b))
+      for (const bytes of [clean, dirty]) {
+        const data = ClientBody.prepareData(bytes)
+        assert.isUndefined(data.wire)
+        assert.strictEqual(data.size, referenceSize(bytes, true))
+        assert.strictEqual(data.tail !== undefined, bytes === clean)
+        const writes: Array<Uint8Array> = []
+        yield* ClientBody.writePreparedData(data, (b) => Effect.sync(() => void writes.push(b)), Duration.minutes(1))
+        assert.strictEqual(text(concat(writes)), text(referenceEncoding(bytes)))
+        for (const w of writes) assert.isAtMost(w.length, 512 * 1024)
+      }
+    }))
+})
+
 describe("ClientBody.writeDataBody", () => {
   it.effect("writes the per-byte encoding of the whole body, whatever the chunking", () =>
     Effect.gen(function*() {
