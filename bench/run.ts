@@ -81,7 +81,7 @@ const js = compileChildren(root, path.join(outDir, "js"))
 const server = (name: string, file: string): Program => ({ name, script: js(file), form: "dist" })
 const programs = {
   ours: server("effect-smtp", "servers/effect-smtp"),
-  oursSubpath: server("effect-smtp (subpath)", "servers/effect-smtp-subpath"),
+  oursIndex: server("effect-smtp (index imports)", "servers/effect-smtp-index"),
   peer: { name: "smtp-server", script: js("servers/smtp-server"), form: "peer" } satisfies Program,
   client: { name: "effect-smtp client", script: js("clients/effect-smtp"), form: "dist" } satisfies Program,
   nodemailer: { name: "nodemailer", script: js("clients/nodemailer"), form: "peer" } satisfies Program,
@@ -126,7 +126,7 @@ if (suiteCases.server!.some(selected)) {
   raw.server = r.raw
 }
 if (suiteCases.memory!.some(selected)) {
-  const r = await memorySuite({ ours: programs.ours, oursSubpath: programs.oursSubpath, peer: programs.peer, holder: programs.holder, extra }, options)
+  const r = await memorySuite({ ours: programs.ours, oursIndex: programs.oursIndex, peer: programs.peer, holder: programs.holder, extra }, options)
   rows.push(...r.rows)
   raw.memory = r.raw
 }

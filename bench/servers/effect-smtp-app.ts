@@ -1,6 +1,6 @@
 /**
  * effect-smtp's server as the benchmark children run it (servers/effect-smtp.ts and
- * servers/effect-smtp-subpath.ts differ only in how they import NodeRuntime and Layer): the
+ * servers/effect-smtp-index.ts differ only in how they import NodeRuntime and Layer): the
  * package as it ships (`effect-smtp/*` resolves to dist/), `SmtpServer.layer` with
  * `NodeTransport.layer` on 127.0.0.1:0, and a backend that reads every body to its end and
  * keeps nothing ("sink"), or hashes it ("hash"). Options are the defaults, except room for
