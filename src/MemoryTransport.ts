@@ -72,8 +72,8 @@ interface End {
   tlsState: TlsState | undefined
 }
 
-const closedLocally = () => new TransportError({ reason: "Closed", message: "connection closed locally" })
-const closedByPeer = () => new TransportError({ reason: "Closed", message: "connection closed by peer" })
+const closedLocally = () => TransportError.closed("connection closed locally")
+const closedByPeer = () => TransportError.closed("connection closed by peer")
 const tlsError = (message: string) => new TransportError({ reason: "Tls", message })
 
 const isIp = (host: string) => /^\d+\.\d+\.\d+\.\d+$/.test(host) || host.includes(":")

@@ -92,11 +92,11 @@ const peerGoneCodes = new Set(["ECONNRESET", "EPIPE", "ECONNABORTED", "ERR_STREA
 
 const socketError = (cause: unknown, reason: "Read" | "Write"): TransportError =>
   peerGoneCodes.has(errorCode(cause) ?? "")
-    ? new TransportError({ reason: "Closed", message: `connection closed by peer: ${errorMessage(cause)}`, cause })
+    ? TransportError.closed(`connection closed by peer: ${errorMessage(cause)}`, cause)
     : new TransportError({ reason, message: errorMessage(cause), cause })
 
-const closedByPeer = () => new TransportError({ reason: "Closed", message: "connection closed" })
-const closedLocally = () => new TransportError({ reason: "Closed", message: "connection closed locally" })
+const closedByPeer = () => TransportError.closed("connection closed")
+const closedLocally = () => TransportError.closed("connection closed locally")
 const tlsError = (message: string, cause?: unknown) =>
   new TransportError(cause === undefined ? { reason: "Tls", message } : { reason: "Tls", message, cause })
 

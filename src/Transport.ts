@@ -16,7 +16,21 @@ export class TransportError extends Data.TaggedError("TransportError")<{
   readonly reason: "Closed" | "Read" | "Write" | "Tls" | "Timeout" | "Connect" | "Listen"
   readonly message: string
   readonly cause?: unknown
-}> {}
+}> {
+  /**
+   * A "Closed" error. It is made without a stack trace: a peer going away is routine, and
+   * capturing a stack costs more than the rest of ending a connection.
+   */
+  static closed(message: string, cause?: unknown): TransportError {
+    const limit = Error.stackTraceLimit
+    Error.stackTraceLimit = 0
+    try {
+      return new TransportError(cause === undefined ? { reason: "Closed", message } : { reason: "Closed", message, cause })
+    } finally {
+      Error.stackTraceLimit = limit
+    }
+  }
+}
 
 /** Where a connection's end is: a TCP host and port, or a Unix socket path. */
 export type Endpoint =

@@ -138,8 +138,7 @@ class Reader implements LineReader {
     Effect.matchEffect(this.transport.read, {
       onFailure: (e) => this.fail(e),
       onSuccess: (chunk) => {
-        // (built only when it happens: an error captures a stack trace)
-        if (chunk === undefined) return this.fail(new TransportError({ reason: "Closed", message: "connection closed by peer" }))
+        if (chunk === undefined) return this.fail(TransportError.closed("connection closed by peer"))
         this.append(chunk)
         return Effect.void
       }
