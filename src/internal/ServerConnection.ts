@@ -28,7 +28,7 @@ import type { Address as AddressT } from "../Address.ts"
 import { Backend, Connection, type ConnectionInfo, type MessageBody, type Session } from "../Backend.ts"
 import * as Command from "../Command.ts"
 import * as MailOptions from "../MailOptions.ts"
-import * as Sasl from "../Sasl.ts"
+import type * as Sasl from "../Sasl.ts"
 import * as SmtpError from "../SmtpError.ts"
 import { type Transport, TransportError } from "../Transport.ts"
 import * as LineReader from "./LineReader.ts"
@@ -101,6 +101,15 @@ const rejectionsOf = (code: number) => {
   }
   return m
 }
+
+/**
+ * The Sasl module, loaded by the first connection whose session offers AUTH (its mechanisms and
+ * their cryptography cost a server that never authenticates about 5 MiB).
+ */
+let sasl: typeof Sasl | undefined
+const loadSasl: Effect.Effect<typeof Sasl> = Effect.suspend(() =>
+  sasl !== undefined ? Effect.succeed(sasl) : Effect.map(Effect.promise(() => import("../Sasl.ts")), (m) => (sasl = m))
+)
 
 /** What every connection of a server reads alike, made once per server. */
 const shared = new WeakMap<ResolvedConfig, { readonly bodyDeadline: LineReader.BodyDeadline; readonly mailEnabled: MailOptions.Enabled }>()
@@ -323,7 +332,7 @@ class Conversation {
     // AUTH is not offered at all before TLS unless allowed, whatever the mechanisms.
     return auth === undefined || (this.transport.tls() === undefined && !this.c.allowInsecureAuth)
       ? []
-      : Sasl.advertised(auth, this.saslContext())
+      : sasl!.advertised(auth, this.saslContext())
   }
 
   saslContext(): Sasl.ServerContext {
@@ -617,14 +626,14 @@ class Conversation {
     if (mechanisms === undefined) return r.authUnsupported
     if (this.transport.tls() === undefined && !this.c.allowInsecureAuth) return r.authNeedsEncryption
     const fail = (e: Sasl.SaslError): string => {
-      const err = Sasl.toSmtpError(e)
+      const err = sasl!.toSmtpError(e)
       if (err.code === 535) {
         this.authFailures++
         this.count(Metrics.authFailures, 1)
       }
       return r.error(err)
     }
-    const decode = (text: string) => text === "=" ? Result.succeed(new Uint8Array(0)) : Sasl.decodeBase64(text)
+    const decode = (text: string) => text === "=" ? Result.succeed(new Uint8Array(0)) : sasl!.decodeBase64(text)
     return Effect.gen({ self: this }, function*() {
       let input: Uint8Array | undefined
       if (cmd.initialResponse !== undefined) {
@@ -632,7 +641,7 @@ class Conversation {
         if (d._tag === "Failure") return fail(d.failure)
         input = d.success
       }
-      const mechanism = Sasl.startServer(mechanisms, cmd.mechanism, this.saslContext())
+      const mechanism = sasl!.startServer(mechanisms, cmd.mechanism, this.saslContext())
       let step = yield* Effect.result(mechanism.start(input))
       while (true) {
         if (step._tag === "Failure") return fail(step.failure)
@@ -641,11 +650,11 @@ class Conversation {
           this.authIdentity = s.identity
           return r.authSucceeded
         }
-        this.push(r.format(334, undefined, Sasl.encodeBase64(s.data)))
+        this.push(r.format(334, undefined, sasl!.encodeBase64(s.data)))
         yield* this.flushEffect
         const line = yield* this.readAuthLine
-        if (line.length > AUTH_LINE_LENGTH) return fail(Sasl.tooLong())
-        if (line === "*") return fail(Sasl.cancelled())
+        if (line.length > AUTH_LINE_LENGTH) return fail(sasl!.tooLong())
+        if (line === "*") return fail(sasl!.cancelled())
         const d = decode(line)
         if (d._tag === "Failure") return fail(d.failure)
         step = yield* Effect.result(mechanism.next(d.success))
@@ -824,7 +833,7 @@ class Conversation {
     return Effect.flatMap(Effect.exit(backend.newSession(this.info)), (opened) => {
       if (Exit.isSuccess(opened)) {
         this.session = opened.value
-        return this.run()
+        return opened.value.auth === undefined || sasl !== undefined ? this.run() : Effect.andThen(loadSasl, Effect.suspend(() => this.run()))
       }
       // A defect here is answered like any other failure: 421, and the connection closes.
       const cause = opened.cause

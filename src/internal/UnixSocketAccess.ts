@@ -4,7 +4,6 @@
  * from /etc/passwd and /etc/group where there is no `getent`.
  */
 import * as Effect from "effect/Effect"
-import { execFile } from "node:child_process"
 import * as fs from "node:fs"
 import type { UnixSocketAccess } from "../Transport.ts"
 
@@ -37,7 +36,8 @@ const fromFile = (db: Database, name: string): number | undefined => {
 
 const lookup = (db: Database, name: string): Effect.Effect<number | undefined, Error> =>
   Effect.callback((resume) => {
-    const child = execFile("getent", [db, "--", name], { timeout: 10_000 }, (error, stdout) => {
+    // node:child_process is loaded here, not at import: only listeners with an owner need it.
+    const child = process.getBuiltinModule("node:child_process").execFile("getent", [db, "--", name], { timeout: 10_000 }, (error, stdout) => {
       if (error === null) return resume(Effect.succeed(idOf(stdout.split("\n")[0] ?? "", name)))
       // getent exits with 2 when the name is unknown.
       if (error.code === 2) return resume(Effect.succeed(undefined))
