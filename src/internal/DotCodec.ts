@@ -116,15 +116,15 @@ export class DotDecoder {
   /** Lines longer than `maxLineLength` (any CR or LF ends a line here). */
   longLines = 0
   readonly policy: BareLineEndingPolicy
+  readonly maxLineLength: number
   private readonly stuffing: boolean
-  private readonly maxLine: number
   /** Under "normalize" with dot-stuffing, a bare line ending starts a line. */
   private readonly bareStarts: boolean
 
   constructor(policy: BareLineEndingPolicy, options?: DotDecoderOptions) {
     this.policy = policy
     this.stuffing = options?.stuffing ?? true
-    this.maxLine = options?.maxLineLength ?? Number.POSITIVE_INFINITY
+    this.maxLineLength = options?.maxLineLength ?? Number.POSITIVE_INFINITY
     this.bareStarts = this.stuffing && policy === "normalize"
   }
 
@@ -133,7 +133,7 @@ export class DotDecoder {
     const len = input.length
     const normalize = this.policy === "normalize"
     const stuffing = this.stuffing
-    const maxLine = this.maxLine
+    const maxLine = this.maxLineLength
     // After a bare line ending: where its normalised line starts, or an ordinary middle of line.
     const afterBare = this.bareStarts ? AFTER_BARE : MIDDLE
     let state = this.state
@@ -274,7 +274,7 @@ export class DotDecoder {
    */
   finish(): Array<Uint8Array> {
     const out: Array<Uint8Array> = []
-    if (this.lineLength > this.maxLine) this.longLines++
+    if (this.lineLength > this.maxLineLength) this.longLines++
     if (this.state === AFTER_CR && this.crFromEarlierChunk) {
       this.bareLineEndings++
       out.push(this.policy === "normalize" ? CRLF : CR_ONLY)
