@@ -109,11 +109,11 @@ export class DotDecoder {
   private state = LINE_START
   /** The held-back CR of AFTER_CR / AFTER_DOT_CR sits in an earlier chunk. */
   private crFromEarlierChunk = false
-  /** Bytes of the current line in earlier chunks. */
+  /** Bytes of the current line in earlier chunks (-Infinity once it was counted as too long). */
   private lineLength = 0
   /** A bare CR or LF was seen (counted under every policy). */
   bareLineEndings = 0
-  /** Lines longer than `maxLineLength` (any CR or LF ends a line here). */
+  /** Lines longer than `maxLineLength` (any CR or LF ends a line here), counted once they are. */
   longLines = 0
   readonly policy: BareLineEndingPolicy
   readonly maxLineLength: number
@@ -255,6 +255,11 @@ export class DotDecoder {
     }
     this.state = state
     this.lineLength = carried + (len - lineFrom)
+    // A line already too long is counted now, not once (if ever) it ends; -Infinity: not again.
+    if (this.lineLength > maxLine) {
+      this.longLines++
+      this.lineLength = Number.NEGATIVE_INFINITY
+    }
     // Hold back a trailing CR: whether it is bare depends on the next chunk.
     if (state === AFTER_CR || state === AFTER_DOT_CR) {
       if (!this.crFromEarlierChunk) {
