@@ -130,8 +130,7 @@ const echoName = (name: string): string => {
  * letter (binary, a TLS ClientHello).
  */
 const isNotSmtp = (verb: string, forbidden: ReadonlySet<string>): boolean => {
-  const first = verb.charCodeAt(0) | 0x20
-  if (first < 97 || first > 122) return true
+  if (!isLetter(verb.charCodeAt(0))) return true
   const colon = verb.indexOf(":")
   if (colon > 0) {
     let name = true
@@ -144,14 +143,23 @@ const isNotSmtp = (verb: string, forbidden: ReadonlySet<string>): boolean => {
   return verb.length <= 16 && forbidden.has(verb.toUpperCase())
 }
 
+const isLetter = (c: number) => (c | 0x20) >= 97 && (c | 0x20) <= 122
+
+/** A line the parser refused that is binary rather than a botched command (a TLS ClientHello). */
+const isBinary = (line: string): boolean => {
+  const c = line.charCodeAt(0)
+  return line.length > 0 && !isLetter(c) && c !== 32 && c !== 9
+}
+
 /** A trace entry: "C" or "S", then the text. */
 const traceLog = (entry: string) =>
   Effect.logDebug(entry.slice(1)).pipe(Effect.annotateLogs("smtp", entry[0]!))
 
 /** An AUTH command line as the trace shows it: its initial response redacted. */
 const redactAuth = (line: string): string => {
+  if (!/^auth[ \t]/i.test(line)) return line
   const m = /^(\S+[ \t]+\S+)[ \t]+\S/.exec(line)
-  return m !== null && /^auth[ \t]/i.test(line) ? `${m[1]} <redacted>` : line
+  return m === null ? line : `${m[1]} <redacted>`
 }
 
 /** Why the conversation ends early; the reply (if any) is sent before closing. */
@@ -975,6 +983,7 @@ class Conversation {
     } else if (parsed._tag === "Failure") {
       // The bytes after a refused BDAT line cannot be framed: hang up rather than guess.
       if (Command.isBdatSyntaxError(parsed.failure)) return Effect.fail(new Close(this.r.bdatMalformed))
+      if (c.refuseNonSmtp && isBinary(line)) return Effect.fail(new Close(this.r.notSmtp))
       step = this.r.error(parsed.failure)
     } else {
       const cmd = parsed.success
@@ -1036,10 +1045,13 @@ class Conversation {
 
   /** Waits `greetingDelay` before the greeting: a client that talks first did not wait for it. */
   greetLate(delay: Duration.Duration): Effect.Effect<void, Stop> {
-    return Effect.flatMap(Effect.timeoutOption(this.reader.fill, delay), (early) =>
-      Option.isSome(early) && this.c.forbidUnauthorizedPipelining
+    this.idle = true
+    return Effect.flatMap(Effect.timeoutOption(this.reader.fill, delay), (early) => {
+      this.idle = false
+      return Option.isSome(early) && this.c.forbidUnauthorizedPipelining
         ? Effect.fail(new Close(this.r.unauthorizedPipelining))
-        : this.greet())
+        : this.greet()
+    })
   }
 
   /** Runs the conversation and ends it: a last reply where one is owed, never a failure. */
