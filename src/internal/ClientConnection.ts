@@ -206,6 +206,9 @@ export const make = (
   config: ResolvedClientConfig
 ): Effect.Effect<PooledClient, ClientError, Scope.Scope> =>
   Effect.gen(function*() {
+    // Credentials that cannot be sent: not a byte goes out, not even QUIT.
+    const credentials = Config.checkAuth(config.auth)
+    if (Result.isFailure(credentials)) return yield* Effect.andThen(transport.close, Effect.fail(credentials.failure))
     const wire = yield* Wire.make(transport, { logTraffic: config.logTraffic })
     const t = config.timeouts
     const lock = yield* Semaphore.make(1)
@@ -283,17 +286,24 @@ export const make = (
         return r
       })
 
-    /** True when the connection is now encrypted; false when opportunistic STARTTLS was not possible. */
-    const startTls = (options: TlsClientOptions, opportunistic: boolean): Effect.Effect<boolean, ClientError> =>
+    /**
+     * True when the connection is now encrypted; false when opportunistic STARTTLS was not
+     * possible. Where `security` requires it, a server that does not offer it or refuses it is a
+     * TLS failure (the connection is dropped, nothing more is sent in plaintext), not a refusal.
+     */
+    const startTls = (options: TlsClientOptions, policy: "required" | "opportunistic" | "asked"): Effect.Effect<boolean, ClientError> =>
       Effect.gen(function*() {
         if (transport.tls() !== undefined) return yield* unsupported("the connection is already encrypted")
+        const tlsRequired = (why: string) => new TransportError({ reason: "Tls", message: `STARTTLS is required, but ${why}` })
         if (!extensions.has("STARTTLS")) {
-          if (opportunistic) return false
+          if (policy === "opportunistic") return false
+          if (policy === "required") return yield* tlsRequired("the server does not offer it")
           return yield* unsupported("the server does not offer STARTTLS")
         }
         const r = yield* command("STARTTLS", t.command, "STARTTLS")
         if (r.code !== 220) {
-          if (opportunistic && r.code >= 400 && r.code !== 421) return false
+          if (policy === "opportunistic" && r.code >= 400 && r.code !== 421) return false
+          if (policy === "required" && r.code !== 421) return yield* tlsRequired(`the server refused it: ${r.code} ${r.text}`)
           yield* expect(r, (code) => code === 220, "STARTTLS")
         }
         // RFC 3207 5: whatever arrived in plaintext after the 220 could only be injected.
@@ -363,6 +373,8 @@ export const make = (
 
     const auth = (input: AuthInput, allowInsecure: boolean): Effect.Effect<void, ClientError> =>
       Effect.suspend(() => {
+        const checked = Config.checkAuth(input)
+        if (Result.isFailure(checked)) return Effect.fail(checked.failure)
         const offered = Envelope.authMechanisms(extensions)
         if (offered.length === 0) return Effect.fail(unsupported("the server does not offer AUTH"))
         const candidates: ReadonlyArray<Sasl.ClientMechanism> = isCredentials(input)
@@ -710,7 +722,7 @@ export const make = (
       greeting = yield* expect(g, (code) => code === 220, "the connection (greeting)")
       yield* hello(localName)
       if (config.security === "starttls" || config.security === "opportunistic") {
-        yield* startTls(config.tls, config.security === "opportunistic")
+        yield* startTls(config.tls, config.security === "opportunistic" ? "opportunistic" : "required")
       }
       if (config.auth !== undefined) yield* auth(config.auth, config.allowInsecureAuth)
     }))
@@ -728,7 +740,7 @@ export const make = (
       isOpen: () => !closed && broken === undefined,
       progress: () => progress,
       hello: (name) => op(hello(name ?? localName)),
-      startTls: (options) => op(Effect.asVoid(startTls({ ...config.tls, ...options }, false))),
+      startTls: (options) => op(Effect.asVoid(startTls({ ...config.tls, ...options }, "asked"))),
       auth: (input, options) => op(auth(input, options?.allowInsecure ?? config.allowInsecureAuth)),
       mail: (from, options) => op(mail(from, options ?? {})),
       rcpt: (to, options) => op(rcpt(to, options ?? {})),
@@ -749,6 +761,8 @@ export const connect = (options: Config.ConnectOptions): Effect.Effect<PooledCli
   Effect.gen(function*() {
     const endpoint = Config.endpointOf(options)
     const config = Config.resolve(options, endpoint._tag === "Unix" ? "none" : "starttls")
+    // Nothing is sent, nor a connection opened, for credentials that cannot be sent.
+    yield* Effect.fromResult(Config.checkAuth(config.auth))
     const network = yield* Network
     const transport = yield* network.connect({
       endpoint,

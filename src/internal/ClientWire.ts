@@ -1,7 +1,7 @@
 /**
  * The client's side of the wire: writes under a deadline, and whole replies read and
- * checked line by line (three-digit code, continuation markers, one code per reply,
- * bounded length and line count). Anything else is an `SmtpProtocolError`.
+ * checked line by line (three-digit code, continuation markers, one code per reply, CRLF
+ * line ends, bounded length and line count). Anything else is an `SmtpProtocolError`.
  */
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
@@ -143,13 +143,20 @@ const makeDeadlines = (transport: Transport): Effect.Effect<Deadlines, never, Sc
     return { within }
   })
 
+/**
+ * The most bytes one reply may take, all its lines together. A longer line than
+ * `Reply.MAX_LINE_LENGTH` is tolerated within it, cut to that length (an EHLO reply naming a
+ * thousand AUTH mechanisms still lets the client send).
+ */
+export const MAX_REPLY_BYTES = 64 * 1024
+
 export const make = (
   transport: Transport,
   options: { readonly logTraffic: boolean }
 ): Effect.Effect<Wire, never, Scope.Scope> =>
   Effect.gen(function*() {
-    // The limit counts CRLF; Reply.MAX_LINE_LENGTH does not.
-    const reader = LineReader.make(transport, { maxLineLength: Reply.MAX_LINE_LENGTH + 2 })
+    // The limit counts CRLF.
+    const reader = LineReader.make(transport, { maxLineLength: MAX_REPLY_BYTES + 2 })
     const deadlines = yield* makeDeadlines(transport)
 
     const writeTimedOut = () => new TransportError({ reason: "Timeout", message: "write timed out" })
@@ -159,13 +166,19 @@ export const make = (
     }
 
     const readLine = reader.readLine.pipe(
-      Effect.catchTag("LineTooLong", () => Effect.fail(malformed(`reply line longer than ${Reply.MAX_LINE_LENGTH} octets`)))
+      Effect.catchTag("LineTooLong", () => Effect.fail(malformed(`reply longer than ${MAX_REPLY_BYTES} octets`)))
     )
 
     const readReply: Effect.Effect<Reply.Reply, TransportError | SmtpProtocolError> = Effect.gen(function*() {
       const lines: Array<Reply.ReplyLine> = []
+      let bytes = 0
       while (true) {
-        const line = yield* readLine
+        const whole = yield* readLine
+        // A lone LF ends no reply line: a server that sends one cannot be trusted to frame replies.
+        if (!reader.lastLineCrlf()) return yield* malformed("reply line ended by a bare LF", whole)
+        bytes += reader.lastLineBytes()
+        if (bytes > MAX_REPLY_BYTES) return yield* malformed(`reply longer than ${MAX_REPLY_BYTES} octets`)
+        const line = whole.length > Reply.MAX_LINE_LENGTH ? whole.slice(0, Reply.MAX_LINE_LENGTH) : whole
         const parsed = Reply.parseLine(line)
         if (Result.isFailure(parsed)) return yield* malformed(parsed.failure.message, line)
         lines.push(parsed.success)
