@@ -13,6 +13,7 @@ import * as Effect from "effect/Effect"
 import * as Redacted from "effect/Redacted"
 import * as fc from "fast-check"
 import * as Sasl from "../../src/Sasl.ts"
+import { SmtpError } from "../../src/SmtpError.ts"
 import { makeBackend } from "../support/backend.ts"
 import { testCerts } from "../support/certs.ts"
 import { memoryTls } from "../support/ScriptedServer.ts"
@@ -20,7 +21,7 @@ import { envelope, loopback, type Net, replies, show, start, type StartOptions, 
 import { authConversation, bodyConversation, conversation, foreignProtocol, noise } from "./support/arbitraries.ts"
 import { property, timeoutOf } from "./support/fuzz.ts"
 import { errorLogs, fromLatin1, memoryAttack, openSockets, servesNormally, split, tcpAttack } from "./support/hostile.ts"
-import { acceptedMessages, parseTranscript } from "./support/transcript.ts"
+import { acceptedMessages, parseTranscript, showReply } from "./support/transcript.ts"
 
 const certs = testCerts()
 
@@ -102,6 +103,49 @@ describe("hostile input in memory (virtual time)", () => {
     Effect.gen(function*() {
       const target = yield* hostileTarget("memory", { refuseNonSmtp: false, forbidUnauthorizedPipelining: false })
       yield* property("server: structured garbage, lenient", conversation, memoryCase(target), { runs: 60 })
+    }))
+
+  it.effect("bodies under a tight body line limit, bare line endings normalised or allowed", () =>
+    Effect.gen(function*() {
+      for (const bareLineEndings of ["normalize", "allow"] as const) {
+        const target = yield* hostileTarget("memory", { maxBodyLineLength: 40, bareLineEndings, forbidUnauthorizedPipelining: false })
+        yield* property(`server: body garbage, line limit, ${bareLineEndings}`, bodyConversation, memoryCase(target), { runs: 25 })
+      }
+    }))
+
+  it.effect("structured garbage against a server that waits before its greeting, traces everything, and has small limits", () =>
+    Effect.gen(function*() {
+      const { s, rec } = yield* hostileTarget("memory", { greetingDelay: "2 seconds", trace: true, maxLineLength: 200, maxBodyLineLength: 100 })
+      // (No fresh connection after each case: its greeting would wait for the TestClock.)
+      yield* property("server: structured garbage, greeting delay, trace", conversation, (c) =>
+        Effect.gen(function*() {
+          const storedBefore = rec.messages.length
+          const text = yield* memoryAttack(s, split(fromLatin1(c.text), c.cuts), { paced: c.paced })
+          const t = parseTranscript(text, { complete: true, closedByServer: true })
+          assert.deepStrictEqual(t.problems, [], `server said:\n${text.slice(0, 3000)}`)
+          assert.strictEqual(rec.messages.length - storedBefore, acceptedMessages(t))
+          assert.deepStrictEqual(errorLogs(s), [])
+          yield* waitFor(() => Effect.runSync(s.server.activeConnections) === 0)
+          assert.strictEqual(rec.logouts(), rec.sessions.length)
+        }), { runs: 30 })
+    }))
+
+  it.effect("structured garbage against sessions the backend refuses (554): only QUIT, 503 to the rest", () =>
+    Effect.gen(function*() {
+      const { s, rec } = yield* hostileTarget("memory")
+      const refusing = makeBackend({ newSession: () => Effect.fail(SmtpError.of(554, [5, 7, 1], "Not here")) })
+      const r = yield* start({ net: "memory", backend: refusing.layer, refusedSessionTimeout: "5 seconds" })
+      yield* property("server: refused sessions", conversation, (c) =>
+        Effect.gen(function*() {
+          const text = yield* memoryAttack(r, split(fromLatin1(c.text), c.cuts), { paced: c.paced })
+          const t = parseTranscript(text, { complete: true, closedByServer: true })
+          assert.deepStrictEqual(t.problems, [], `server said:\n${text.slice(0, 3000)}`)
+          assert.strictEqual(showReply(t.replies[0]!), "554 5.7.1 Not here")
+          assert.isTrue(t.replies.slice(1).every((x) => ["503 5.5.1", "221 2.0.0", "421 4.4.2", "421 4.7.0", "500 5.5.2"].includes(`${x.code} ${x.enhanced}`)))
+          assert.deepStrictEqual(refusing.rec.messages, [])
+          assert.deepStrictEqual(errorLogs(r), [])
+        }), { runs: 25 })
+      yield* Effect.scoped(servesNormally(s, rec))
     }))
 
   it.effect("structured garbage with lines of up to 1 MB, so huge parameter lists get parsed", () =>
