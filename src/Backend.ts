@@ -50,7 +50,9 @@ export interface Session {
   /**
    * The message body (DATA or BDAT). The stream pulls from the socket: reading slowly slows the
    * client. What the session leaves unread is drained by the server. A failure of the stream
-   * (too large, bare line endings, lost connection) must not be stored as a message.
+   * (too large, bare line endings, a line too long, lost connection) must not be stored as a
+   * message. A message in several BDAT chunks is answered chunk by chunk only once the session
+   * has taken in each chunk, so a failure is the reply to the chunk it happened on.
    */
   readonly data: (body: MessageBody) => Effect.Effect<void, unknown, Connection>
   /**
@@ -76,7 +78,10 @@ export interface Session {
 
 /**
  * The application's side of the server. `newSession` runs in the connection's scope: its
- * finalizers run when the connection ends, however it ends (go-smtp's Logout).
+ * finalizers run when the connection ends, however it ends (go-smtp's Logout). Failing with an
+ * `SmtpError` refuses the session: that reply replaces the greeting, and the server then waits
+ * for QUIT, answering 503 to anything else (RFC 5321 3.1), unless the code is 421 (it closes at
+ * once). Any other failure is 421 4.3.0, logged.
  */
 export class Backend extends Context.Service<Backend, {
   readonly newSession: (connection: ConnectionInfo) => Effect.Effect<Session, unknown, Scope.Scope>

@@ -30,6 +30,15 @@ const asciiUpper = (s: string): string => {
   return out
 }
 
+/** A control character other than tab (which separates words anyway): C0 and DEL. */
+const isControl = (c: number) => (c < 32 && c !== 9) || c === 127
+
+/** Free of control characters: what a HELO/EHLO/LHLO argument must be. */
+const hasNoControls = (s: string): boolean => {
+  for (let i = 0; i < s.length; i++) if (isControl(s.charCodeAt(i))) return false
+  return true
+}
+
 const isWord = (s: string): boolean => {
   if (s.length === 0) return false
   for (let i = 0; i < s.length; i++) {
@@ -81,8 +90,13 @@ const KNOWN_VERBS: ReadonlySet<string> = new Set([
 // ---------------------------------------------------------------------------
 // Schema
 
-/** A HELO/EHLO/LHLO argument: one word, not checked further (clients send all sorts). */
-export const HeloDomain = Schema.String.check(Schema.makeFilter((s: string) => isWord(s) || "expected one word"))
+/**
+ * A HELO/EHLO/LHLO argument: one word without control characters, not checked further
+ * (clients send all sorts of names).
+ */
+export const HeloDomain = Schema.String.check(
+  Schema.makeFilter((s: string) => (isWord(s) && hasNoControls(s)) || "expected one word without control characters")
+)
 
 /** Free-text argument (VRFY, EXPN, NOOP, HELP). */
 export const Argument = Schema.String.check(
@@ -205,14 +219,26 @@ const pathAndParams = (
   return Result.succeed({ address: scan.success.address, params })
 }
 
+const bdatNeedsSize = syntaxError("BDAT needs a chunk size")
+const bdatTooManyArguments = syntaxError("Too many BDAT arguments")
+const bdatMalformedSize = syntaxError("Malformed BDAT chunk size")
+const bdatUnknownArgument = syntaxError("Unknown BDAT argument")
+const bdatErrors: ReadonlySet<SmtpError> = new Set([bdatNeedsSize, bdatTooManyArguments, bdatMalformedSize, bdatUnknownArgument])
+
+/**
+ * Whether `parse` refused a BDAT line (its chunk size or its arguments). The bytes after such a
+ * line cannot be framed: a server hangs up rather than guess where the chunk ends.
+ */
+export const isBdatSyntaxError = (e: SmtpError): boolean => bdatErrors.has(e)
+
 const parseBdat = (arg: string): Result.Result<Command, SmtpError> => {
   const [size, last, ...extra] = words(arg)
-  if (size === undefined) return Result.fail(syntaxError("BDAT needs a chunk size"))
-  if (extra.length > 0) return Result.fail(syntaxError("Too many BDAT arguments"))
+  if (size === undefined) return Result.fail(bdatNeedsSize)
+  if (extra.length > 0) return Result.fail(bdatTooManyArguments)
   let digits = size.length <= 15
   for (let i = 0; digits && i < size.length; i++) digits = size.charCodeAt(i) >= 48 && size.charCodeAt(i) <= 57
-  if (!digits) return Result.fail(syntaxError("Malformed BDAT chunk size"))
-  if (last !== undefined && asciiUpper(last) !== "LAST") return Result.fail(syntaxError("Unknown BDAT argument"))
+  if (!digits) return Result.fail(bdatMalformedSize)
+  if (last !== undefined && asciiUpper(last) !== "LAST") return Result.fail(bdatUnknownArgument)
   return ok({ _tag: "Bdat", size: Number(size), last: last !== undefined })
 }
 
@@ -237,7 +263,9 @@ const noArgument = (verb: string, arg: string, command: Command): Result.Result<
  * unrecognised verb is `Unknown`, for the server to answer. Fails with the reply to
  * send: `500 5.5.2` (no verb, CR/LF/NUL in the line), `501 5.5.4` (bad arguments),
  * `501 5.1.7` / `501 5.1.3` (bad sender / recipient), `553 5.6.7` (non-ASCII address
- * without SMTPUTF8), `501 5.5.2` (AUTH initial response not base64).
+ * without SMTPUTF8), `501 5.5.2` (AUTH initial response not base64). A HELO, EHLO or LHLO
+ * argument with a control character (C0 other than tab, or DEL) is `501 5.5.4`; a refused
+ * BDAT line is told apart by {@link isBdatSyntaxError}.
  */
 export const parse = (line: string, options?: ParseOptions): Result.Result<Command, SmtpError> => {
   const n = line.length
@@ -258,6 +286,7 @@ export const parse = (line: string, options?: ParseOptions): Result.Result<Comma
     case "LHLO": {
       const domain = words(arg)[0]
       if (domain === undefined) return Result.fail(syntaxError(`${upper} needs a domain or address literal`))
+      if (!hasNoControls(arg)) return Result.fail(syntaxError(`${upper} argument holds control characters`))
       return ok(upper === "HELO" ? { _tag: "Helo", domain } : upper === "EHLO" ? { _tag: "Ehlo", domain } : { _tag: "Lhlo", domain })
     }
     case "MAIL": {

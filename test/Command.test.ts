@@ -32,6 +32,18 @@ describe("Command.parse", () => {
     assert.strictEqual(refused("HELO   "), "501 5.5.4 HELO needs a domain or address literal")
   })
 
+  it("greetings: a control character anywhere in the argument is 501 5.5.4 (tab separates words)", () => {
+    for (const c of ["\x01", "\x07", "\x1b", "\x1f", "\x7f"]) {
+      assert.strictEqual(refused(`EHLO mx${c}.example`), "501 5.5.4 EHLO argument holds control characters")
+      assert.strictEqual(refused(`HELO mx.example trailing${c}`), "501 5.5.4 HELO argument holds control characters")
+      assert.strictEqual(refused(`LHLO ${c}`), "501 5.5.4 LHLO argument holds control characters")
+      assert.isFalse(Schema.is(Command.Command)({ _tag: "Ehlo", domain: `mx${c}` }))
+    }
+    // Bytes beyond ASCII are not control characters: clients send all sorts of names.
+    assert.deepStrictEqual(parsed("EHLO b\u00fccher.example"), { _tag: "Ehlo", domain: "b\u00fccher.example" })
+    assert.deepStrictEqual(parsed("EHLO \ufffd\ufffd"), { _tag: "Ehlo", domain: "\ufffd\ufffd" })
+  })
+
   it("MAIL FROM: paths and raw parameters", () => {
     assert.deepStrictEqual(parsed("MAIL FROM:<a@b.example>"), { _tag: "Mail", from: a("a@b.example"), params: [] })
     assert.deepStrictEqual(parsed("mail from:<>"), { _tag: "Mail", from: null, params: [] })
@@ -98,6 +110,20 @@ describe("Command.parse", () => {
     assert.strictEqual(refused("BDAT -1"), "501 5.5.4 Malformed BDAT chunk size")
     assert.strictEqual(refused("BDAT 1e3"), "501 5.5.4 Malformed BDAT chunk size")
     assert.strictEqual(refused("BDAT 1000000000000000"), "501 5.5.4 Malformed BDAT chunk size")
+  })
+
+  it("isBdatSyntaxError tells a refused BDAT line from every other refusal", () => {
+    const failureOf = (line: string) => {
+      const r = Command.parse(line)
+      if (r._tag === "Success") throw new Error(`parsed: ${line}`)
+      return r.failure
+    }
+    for (const line of ["BDAT", "BDAT 1 LAST x", "bdat 1 FIRST", "BDAT -1", "BDAT 1e3", "BDAT  abc  LAST"]) {
+      assert.isTrue(Command.isBdatSyntaxError(failureOf(line)), line)
+    }
+    for (const line of ["EHLO", "DATA x", "MAIL FROM:<", "RCPT TO:<>", "AUTH", "VRFY", "\tBDAT 1", "BDAT\r1"]) {
+      assert.isFalse(Command.isBdatSyntaxError(failureOf(line)), line)
+    }
   })
 
   it("AUTH mechanism [initial-response]", () => {

@@ -18,6 +18,8 @@ import { SmtpError } from "../src/SmtpError.ts"
 import { Network, type TransportError, TransportError as TransportErrorClass } from "../src/Transport.ts"
 import { testCerts } from "./support/certs.ts"
 import * as Scripted from "./support/ScriptedServer.ts"
+import { makeBackend } from "./support/backend.ts"
+import { start as startServer } from "./support/server.ts"
 
 const latin1 = (b: Uint8Array) => Buffer.from(b).toString("latin1")
 
@@ -277,13 +279,47 @@ describe("SmtpClient: pipelining", () => {
     }))
 })
 
+describe("SmtpClient: capabilities that are odd but harmless", () => {
+  it.effect("an AUTH line naming a thousand mechanisms, SIZE beyond 2^53, LIMITS RCPTMAX=0: tolerated, and the send goes through", () =>
+    Effect.gen(function*() {
+      const mechanisms = Array.from({ length: 1000 }, (_, i) => `X-MECH-${i}`).join(" ")
+      const { client, fiber } = yield* scripted((p) =>
+        Effect.gen(function*() {
+          yield* p.reply(220, "mx.test")
+          yield* p.expect("EHLO localhost")
+          yield* Scripted.ehlo(p, `AUTH PLAIN ${mechanisms}`, "SIZE 18446744073709551616", "LIMITS RCPTMAX=0 MAILMAX=0", "8BITMIME")
+          yield* p.expect(/^MAIL FROM:<a@b\.example>/)
+          yield* p.reply(250, "ok")
+          for (let i = 0; i < 3; i++) {
+            yield* p.expect(`RCPT TO:<r${i}@b.example>`)
+            yield* p.reply(250, "ok")
+          }
+          yield* p.expect("DATA")
+          yield* p.reply(354, "go")
+          yield* p.until("\r\n.\r\n")
+          yield* p.reply(250, "2.0.0 queued")
+        }))
+      assert.strictEqual(client.maxMessageSize(), undefined)
+      // The AUTH line is cut to the reply line limit (4096): the mechanisms up to there are known.
+      assert.include(client.authMechanisms(), "PLAIN")
+      assert.include(client.authMechanisms(), "X-MECH-100")
+      assert.notInclude(client.authMechanisms(), "X-MECH-999")
+      const result = yield* client.send({ from: "a@b.example", to: ["r0@b.example", "r1@b.example", "r2@b.example"], body: "Subject: x\r\n\r\nhi\r\n" })
+      assert.strictEqual(result.accepted.length, 3)
+      yield* Fiber.join(fiber)
+    }))
+})
+
 describe("SmtpClient: malformed and missing replies", () => {
   const badReplies = [
     ["a code that is not three digits", "2x0 hello\r\n"],
     ["a code out of range", "699 nope\r\n"],
     ["mixed codes in one reply", "250-first\r\n251 second\r\n"],
     ["no space or hyphen after the code", "250_ok\r\n"],
-    ["an over-long line", `250 ${"x".repeat(5000)}\r\n`]
+    ["a reply over 64 KiB in one line", `250 ${"x".repeat(70_000)}\r\n`],
+    ["a reply over 64 KiB in many lines", `${"250-".padEnd(1000, "y")}\r\n`.repeat(70) + "250 end\r\n"],
+    ["a line ended by a bare LF", "250 ok\n"],
+    ["a line of a multi-line reply ended by a bare LF", "250-first\n250 second\r\n"]
   ] as const
   it.effect.each(badReplies)("%s is an SmtpProtocolError and closes the connection", ([, wire]) =>
     Effect.gen(function*() {
@@ -478,34 +514,55 @@ describe("SmtpClient: STARTTLS", () => {
       yield* Fiber.join(s.fiber)
     }))
 
-  it.effect("required: a server without STARTTLS is refused (then the client says QUIT)", () =>
+  it.effect("required: a server without STARTTLS is a TLS failure; nothing more is sent, not even QUIT", () =>
     Effect.gen(function*() {
       const s = yield* Scripted.pair((p) =>
         Effect.gen(function*() {
           yield* Scripted.greet(p, "PIPELINING")
-          yield* p.expect("QUIT")
-          yield* p.reply(221, "bye")
+          assert.isTrue(yield* p.closed)
         }))
       const error = failureOf(yield* Effect.exit(Effect.scoped(SmtpClient.fromTransport(s.client))))
-      assert.strictEqual(error._tag, "SmtpClientError")
-      assert.strictEqual((error as SmtpClient.SmtpClientError).reason, "Unsupported")
+      assert.strictEqual(error._tag, "TransportError")
+      assert.strictEqual((error as TransportError).reason, "Tls")
+      assert.strictEqual(error.message, "STARTTLS is required, but the server does not offer it")
       yield* Fiber.join(s.fiber)
     }))
 
-  it.effect("required: a refused STARTTLS fails with the server's reply", () =>
+  it.effect("required: a refused STARTTLS (454) is a TLS failure naming the reply, not a refusal; a 421 stays a 421", () =>
     Effect.gen(function*() {
-      const s = yield* Scripted.pair((p) =>
+      for (const [code, text] of [[454, "4.7.0 TLS not available now"], [502, "5.5.1 no"], [421, "4.3.2 shutting down"]] as const) {
+        const s = yield* Scripted.pair((p) =>
+          Effect.gen(function*() {
+            yield* Scripted.greet(p, "STARTTLS")
+            yield* p.expect("STARTTLS")
+            yield* p.reply(code, text)
+            assert.isTrue(yield* p.closed)
+          }))
+        const error = failureOf(yield* Effect.exit(Effect.scoped(SmtpClient.fromTransport(s.client))))
+        if (code === 421) {
+          assert.instanceOf(error, SmtpError)
+          assert.strictEqual((error as SmtpError).code, 421)
+        } else {
+          assert.strictEqual(error._tag, "TransportError")
+          assert.strictEqual((error as TransportError).reason, "Tls")
+          assert.include(error.message, `STARTTLS is required, but the server refused it: ${code} `)
+        }
+        yield* Fiber.join(s.fiber)
+      }
+    }))
+
+  it.effect("asked for with client.startTls: a server without it is Unsupported, and the connection goes on", () =>
+    Effect.gen(function*() {
+      const { client, fiber } = yield* scripted((p) =>
         Effect.gen(function*() {
-          yield* Scripted.greet(p, "STARTTLS")
-          yield* p.expect("STARTTLS")
-          yield* p.reply(454, "4.7.0 TLS not available now")
-          yield* p.expect("QUIT")
-          yield* p.reply(221, "bye")
+          yield* Scripted.greet(p, "PIPELINING")
+          yield* p.expect("NOOP")
+          yield* p.reply(250, "ok")
         }))
-      const error = failureOf(yield* Effect.exit(Effect.scoped(SmtpClient.fromTransport(s.client))))
-      assert.instanceOf(error, SmtpError)
-      assert.strictEqual((error as SmtpError).code, 454)
-      yield* Fiber.join(s.fiber)
+      const error = failureOf(yield* Effect.exit(client.startTls()))
+      assert.strictEqual((error as SmtpClient.SmtpClientError).reason, "Unsupported")
+      yield* client.noop
+      yield* Fiber.join(fiber)
     }))
 
   it.effect("opportunistic: goes on in plaintext when STARTTLS is missing or refused", () =>
@@ -564,6 +621,53 @@ describe("SmtpClient: AUTH", () => {
       assert.strictEqual(error._tag, "SmtpClientError")
       assert.strictEqual((error as SmtpClient.SmtpClientError).reason, "InsecureAuth")
       assert.strictEqual(peer.reads(), reads)
+    }))
+
+  const poisoned: ReadonlyArray<readonly [string, Sasl.Credentials]> = [
+    ["a user name with CR LF", { _tag: "Password", username: "user\r\nMAIL FROM:<x@y>", password: Redacted.make("secret") }],
+    ["a password with LF", { _tag: "Password", username: "user", password: Redacted.make("sec\nret") }],
+    ["a password with NUL", { _tag: "Password", username: "user", password: Redacted.make("sec\0ret") }],
+    ["an authorization identity with NUL", { _tag: "Password", username: "user", password: Redacted.make("secret"), authzid: "boss\0" }],
+    ["a token with CR", { _tag: "Bearer", username: "user", token: Redacted.make("tok\ren") }],
+    ["a bearer host with LF", { _tag: "Bearer", token: Redacted.make("token"), host: "mx\n" }],
+    ["an EXTERNAL identity with LF", { _tag: "External", authzid: "me\n" }],
+    ["an ANONYMOUS trace with CR", { _tag: "Anonymous", trace: "me\r" }]
+  ]
+
+  it.effect.each(poisoned)("%s: InvalidArgument before anything is sent", ([, credentials]) =>
+    Effect.gen(function*() {
+      // At set-up: before the greeting is even read.
+      const s = yield* Scripted.pair((p) => Effect.map(p.closed, (closed) => assert.isTrue(closed, "the client sent something")))
+      const error = failureOf(yield* Effect.exit(Effect.scoped(SmtpClient.fromTransport(s.client, { security: "none", auth: credentials }))))
+      assert.strictEqual((error as SmtpClient.SmtpClientError).reason, "InvalidArgument")
+      assert.match(error.message, /may not contain CR, LF or NUL/)
+      yield* Fiber.join(s.fiber)
+      // With client.auth: nothing is sent, and the connection goes on.
+      const { client, peer, fiber } = yield* scripted((p) =>
+        Effect.gen(function*() {
+          yield* Scripted.greet(p, "AUTH PLAIN LOGIN XOAUTH2 OAUTHBEARER EXTERNAL ANONYMOUS SCRAM-SHA-256")
+          yield* p.expect("NOOP")
+          yield* p.reply(250, "ok")
+        }))
+      const reads = peer.reads()
+      const again = failureOf(yield* Effect.exit(client.auth(credentials, { allowInsecure: true })))
+      assert.strictEqual((again as SmtpClient.SmtpClientError).reason, "InvalidArgument")
+      assert.strictEqual(peer.reads(), reads)
+      yield* client.noop
+      yield* Fiber.join(fiber)
+    }))
+
+  it.live("connect: credentials that cannot be sent open no connection at all", () =>
+    Effect.gen(function*() {
+      const { layer, rec } = makeBackend()
+      const s = yield* startServer({ backend: layer })
+      const error = failureOf(yield* Effect.exit(Effect.scoped(SmtpClient.connect({
+        endpoint: s.endpoint,
+        security: "none",
+        auth: { _tag: "Password", username: "user", password: Redacted.make("a\r\nb") }
+      }).pipe(Effect.provideService(Network, s.network)))))
+      assert.strictEqual((error as SmtpClient.SmtpClientError).reason, "InvalidArgument")
+      assert.strictEqual(rec.sessions.length, 0)
     }))
 
   it.effect("LOGIN answers the prompts when insecure auth is allowed", () =>

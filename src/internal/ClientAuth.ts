@@ -10,6 +10,7 @@ import * as Effect from "effect/Effect"
 import * as Result from "effect/Result"
 import type * as Sasl from "../Sasl.ts"
 import type * as SaslModule from "../Sasl.ts"
+import * as Config from "./ClientConfig.ts"
 import type { AuthInput } from "./ClientConfig.ts"
 import * as Envelope from "./ClientEnvelope.ts"
 import { type ClientError, invalidArgument, SmtpClientError, SmtpProtocolError, unsupported } from "./ClientErrors.ts"
@@ -71,7 +72,12 @@ const exchange = (s: Session, Sasl: typeof SaslModule, mechanism: Sasl.ClientMec
  * AUTH with the strongest mechanism the server offers that the input can drive. PLAIN, LOGIN
  * and bearer tokens are not used without TLS unless `allowInsecure`.
  */
-export const auth = (s: Session, input: AuthInput, allowInsecure: boolean): Effect.Effect<void, ClientError> =>
+export const auth = (s: Session, input: AuthInput, allowInsecure: boolean): Effect.Effect<void, ClientError> => {
+  const checked = Config.checkAuth(input)
+  return Result.isFailure(checked) ? Effect.fail(checked.failure) : authWith(s, input, allowInsecure)
+}
+
+const authWith = (s: Session, input: AuthInput, allowInsecure: boolean): Effect.Effect<void, ClientError> =>
   Effect.flatMap(loadSasl, (Sasl) => {
     const offered = Envelope.authMechanisms(s.extensions)
     if (offered.length === 0) return Effect.fail(unsupported("the server does not offer AUTH"))

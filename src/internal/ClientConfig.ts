@@ -2,7 +2,10 @@
  * Client options and their defaults: the RFC 5321 4.5.3.2 timeouts, TLS policy and AUTH.
  */
 import * as Duration from "effect/Duration"
+import * as Redacted from "effect/Redacted"
+import * as Result from "effect/Result"
 import type * as Sasl from "../Sasl.ts"
+import { invalidArgument, type SmtpClientError } from "./ClientErrors.ts"
 import type { Endpoint, TlsClientOptions } from "../Transport.ts"
 
 /**
@@ -132,6 +135,29 @@ export const resolve = (o: ClientOptions, defaultSecurity: Security): ResolvedCl
   timeouts: resolveTimeouts(o.timeouts),
   logTraffic: o.logTraffic ?? false
 })
+
+const hasLineBreaker = (s: string | undefined) => s !== undefined && /[\r\n\0]/.test(s)
+
+/**
+ * Credentials as every caller string: no CR, LF or NUL (they would break PLAIN's framing, or a
+ * server's parser, once decoded), checked before anything is sent. Mechanisms made by the
+ * caller are theirs to check.
+ */
+export const checkAuth = (auth: AuthInput | undefined): Result.Result<void, SmtpClientError> => {
+  if (auth === undefined || Array.isArray(auth) || !("_tag" in auth)) return Result.void
+  const c = auth as Sasl.Credentials
+  const fields: ReadonlyArray<readonly [string, string | undefined]> = c._tag === "Password"
+    ? [["user name", c.username], ["password", Redacted.value(c.password)], ["authorization identity", c.authzid]]
+    : c._tag === "Bearer"
+    ? [["user name", c.username], ["token", Redacted.value(c.token)], ["host", c.host]]
+    : c._tag === "External"
+    ? [["authorization identity", c.authzid]]
+    : [["trace", c.trace]]
+  for (const [name, value] of fields) {
+    if (hasLineBreaker(value)) return Result.fail(invalidArgument(`the AUTH ${name} may not contain CR, LF or NUL`))
+  }
+  return Result.void
+}
 
 /** The endpoint of `connect`, with the default port for the security mode and protocol. */
 export const endpointOf = (o: ConnectOptions): Endpoint => {

@@ -119,17 +119,28 @@ const hello = (s: Session, name: string): Effect.Effect<Reply, ClientError> => {
   })
 }
 
-/** True when the connection is now encrypted; false when opportunistic STARTTLS was not possible. */
-const startTls = (s: Session, options: TlsClientOptions, opportunistic: boolean): Effect.Effect<boolean, ClientError> =>
+/**
+ * True when the connection is now encrypted; false when opportunistic STARTTLS was not
+ * possible. Where `security` requires it, a server that does not offer it or refuses it is a
+ * TLS failure (the connection is dropped, nothing more is sent in plaintext), not a refusal.
+ */
+const startTls = (
+  s: Session,
+  options: TlsClientOptions,
+  policy: "required" | "opportunistic" | "asked"
+): Effect.Effect<boolean, ClientError> =>
   Effect.gen(function*() {
     if (s.transport.tls() !== undefined) return yield* unsupported("the connection is already encrypted")
+    const tlsRequired = (why: string) => new TransportError({ reason: "Tls", message: `STARTTLS is required, but ${why}` })
     if (!s.has("STARTTLS")) {
-      if (opportunistic) return false
+      if (policy === "opportunistic") return false
+      if (policy === "required") return yield* tlsRequired("the server does not offer it")
       return yield* unsupported("the server does not offer STARTTLS")
     }
     const r = yield* s.command("STARTTLS", s.t.command, "STARTTLS")
     if (r.code !== 220) {
-      if (opportunistic && r.code >= 400 && r.code !== 421) return false
+      if (policy === "opportunistic" && r.code >= 400 && r.code !== 421) return false
+      if (policy === "required" && r.code !== 421) return yield* tlsRequired(`the server refused it: ${r.code} ${r.text}`)
       yield* expect(r, (code) => code === 220, "STARTTLS")
     }
     // RFC 3207 5: whatever arrived in plaintext after the 220 could only be injected.
@@ -173,7 +184,7 @@ const setUp = (s: Session): Effect.Effect<Reply, ClientError> =>
     const greeting = yield* expect(g, (code) => code === 220, "the connection (greeting)")
     yield* hello(s, s.localName)
     if (config.security === "starttls" || config.security === "opportunistic") {
-      yield* startTls(s, config.tls, config.security === "opportunistic")
+      yield* startTls(s, config.tls, config.security === "opportunistic" ? "opportunistic" : "required")
     }
     if (config.auth !== undefined) yield* auth(s, config.auth, config.allowInsecureAuth)
     return greeting
@@ -189,6 +200,9 @@ export const make = (
   config: ResolvedClientConfig
 ): Effect.Effect<PooledClient, ClientError, Scope.Scope> =>
   Effect.gen(function*() {
+    // Credentials that cannot be sent: not a byte goes out, not even QUIT.
+    const credentials = Config.checkAuth(config.auth)
+    if (Result.isFailure(credentials)) return yield* Effect.andThen(transport.close, Effect.fail(credentials.failure))
     const wire = yield* Wire.make(transport, { logTraffic: config.logTraffic })
     const s = new Session(transport, wire, config)
     yield* Effect.addFinalizer(() => s.finalize())
@@ -207,7 +221,7 @@ export const make = (
       isOpen: () => !s.closed && s.broken === undefined,
       progress: () => s.progress,
       hello: (name) => s.op(() => hello(s, name ?? s.localName)),
-      startTls: (options) => s.op(() => Effect.asVoid(startTls(s, { ...config.tls, ...options }, false))),
+      startTls: (options) => s.op(() => Effect.asVoid(startTls(s, { ...config.tls, ...options }, "asked"))),
       auth: (input, options) => s.op(() => auth(s, input, options?.allowInsecure ?? config.allowInsecureAuth)),
       mail: (from, options) => s.op(() => Transaction.mail(s, from, options ?? {})),
       rcpt: (to, options) => s.op(() => Transaction.rcpt(s, to, options ?? {})),
@@ -229,6 +243,8 @@ export const connect = (options: Config.ConnectOptions): Effect.Effect<PooledCli
   Effect.gen(function*() {
     const endpoint = Config.endpointOf(options)
     const config = Config.resolve(options, endpoint._tag === "Unix" ? "none" : "starttls")
+    // Nothing is sent, nor a connection opened, for credentials that cannot be sent.
+    yield* Effect.fromResult(Config.checkAuth(config.auth))
     const network = yield* Network
     const transport = yield* network.connect({
       endpoint,

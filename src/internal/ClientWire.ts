@@ -158,6 +158,13 @@ export const makeDeadlines = (transport: Transport): Effect.Effect<Deadlines, ne
     return { arm, disarm, expired: (ticket) => ticket !== UNLIMITED && ticket === expired }
   })
 
+/**
+ * The most bytes one reply may take, all its lines together. A longer line than
+ * `Reply.MAX_LINE_LENGTH` is tolerated within it, cut to that length (an EHLO reply naming a
+ * thousand AUTH mechanisms still lets the client send).
+ */
+export const MAX_REPLY_BYTES = 64 * 1024
+
 /** One-line replies remembered per connection. */
 const KNOWN_REPLIES = 16
 
@@ -168,8 +175,8 @@ export const make = (
   options: { readonly logTraffic: boolean }
 ): Effect.Effect<Wire, never, Scope.Scope> =>
   Effect.map(makeDeadlines(transport), (deadlines) => {
-    // The limit counts CRLF; Reply.MAX_LINE_LENGTH does not.
-    const reader = LineReader.make(transport, { maxLineLength: Reply.MAX_LINE_LENGTH + 2 })
+    // The limit counts CRLF.
+    const reader = LineReader.make(transport, { maxLineLength: MAX_REPLY_BYTES + 2 })
     const log = options.logTraffic
 
     const sendNow = (data: string | Uint8Array, timeout: Duration.Duration): Effect.Effect<void, TransportError> => {
@@ -194,6 +201,7 @@ export const make = (
 
     // The lines of a reply read so far.
     let lines: Array<Reply.ReplyLine> = []
+    let bytes = 0
     // A server says the same few one-line replies again and again ("250 2.1.0 Ok", "354 …"):
     // each is parsed once per connection. A Reply is immutable, so one object serves every time.
     const known = new Map<string, Exit.Exit<Reply.Reply>>()
@@ -201,12 +209,20 @@ export const make = (
     /** The next whole reply if it is buffered, checked; `undefined` when more must be read. */
     const take = (): Exit.Exit<Reply.Reply, SmtpProtocolError> | undefined => {
       while (true) {
-        const line = reader.nextLine()
-        if (line === undefined) return undefined
-        if (typeof line !== "string") return Exit.fail(malformed(`reply line longer than ${Reply.MAX_LINE_LENGTH} octets`))
+        const whole = reader.nextLine()
+        if (whole === undefined) return undefined
+        if (typeof whole !== "string") return Exit.fail(malformed(`reply longer than ${MAX_REPLY_BYTES} octets`))
+        // A lone LF ends no reply line: a server that sends one cannot be trusted to frame replies.
+        if (!reader.lastLineCrlf()) return Exit.fail(malformed("reply line ended by a bare LF", whole))
+        bytes += reader.lastLineBytes()
+        if (bytes > MAX_REPLY_BYTES) return Exit.fail(malformed(`reply longer than ${MAX_REPLY_BYTES} octets`))
+        const line = whole.length > Reply.MAX_LINE_LENGTH ? whole.slice(0, Reply.MAX_LINE_LENGTH) : whole
         if (lines.length === 0) {
           const seen = known.get(line)
-          if (seen !== undefined) return seen
+          if (seen !== undefined) {
+            bytes = 0
+            return seen
+          }
           firstLine = line
         }
         const parsed = Reply.parseLine(line)
@@ -218,6 +234,7 @@ export const make = (
       const whole = Reply.fromLines(lines)
       const single = lines.length === 1
       lines = []
+      bytes = 0
       if (Result.isFailure(whole)) return Exit.fail(malformed(whole.failure.message, whole.failure.line))
       const r = Exit.succeed(whole.success)
       if (single && known.size < KNOWN_REPLIES) {

@@ -3,7 +3,8 @@
  *
  * `DotDecoder` (server) undoes dot-stuffing and stops only at CRLF "." CRLF; bare CR and
  * bare LF are handled by a policy, so an SMTP-smuggling terminator such as LF "." LF or
- * LF "." CRLF never ends a message. `DotEncoder` (client) turns any bytes into a body that
+ * LF "." CRLF never ends a message. It also measures lines, and without dot-stuffing it
+ * applies the same rules to the text of a BDAT message. `DotEncoder` (client) turns any bytes into a body that
  * decodes back to them: lone CR and LF become CRLF, lines starting with "." are stuffed,
  * and the terminator is appended.
  */
@@ -73,12 +74,17 @@ export const nextLineBreak = (input: Uint8Array, words: Int32Array | undefined, 
   return len
 }
 
-// Decoder states. A line start is only ever a position after a real CRLF.
+// Decoder states. A line start is only ever a position after a real CRLF (or, under
+// "normalize", after a bare line ending turned into one).
 const LINE_START = 0
 const MIDDLE = 1
 const AFTER_CR = 2 // the CR is held back until we know whether LF follows
 const AFTER_DOT = 3 // "." at line start, dropped whatever comes next
 const AFTER_DOT_CR = 4 // "." CR at line start: LF would end the message
+const AFTER_BARE = 5 // "normalize": just after a bare line ending made into CRLF
+const AFTER_BARE_DOT = 6 // "normalize": "." after it, held: a stuffing dot unless a line break follows
+
+const DOT_ONLY: Uint8Array = Uint8Array.of(DOT)
 
 export interface DecodeResult {
   /** Decoded slices; they may alias the input buffer. */
@@ -89,25 +95,53 @@ export interface DecodeResult {
   readonly done: boolean
 }
 
+export interface DotDecoderOptions {
+  /**
+   * DATA's dot-stuffing and terminator. Without it (the text of a BDAT message) the same line
+   * rules apply, every byte is content and the input never ends: `finish` ends it. Default true.
+   */
+  readonly stuffing?: boolean | undefined
+  /** Lines longer than this (in bytes, without the line ending) are counted in `longLines`. Default none. */
+  readonly maxLineLength?: number | undefined
+}
+
 export class DotDecoder {
   private state = LINE_START
   /** The held-back CR of AFTER_CR / AFTER_DOT_CR sits in an earlier chunk. */
   private crFromEarlierChunk = false
+  /** Bytes of the current line in earlier chunks (-Infinity once it was counted as too long). */
+  private lineLength = 0
   /** A bare CR or LF was seen (counted under every policy). */
   bareLineEndings = 0
+  /** Lines longer than `maxLineLength` (any CR or LF ends a line here), counted once they are. */
+  longLines = 0
   readonly policy: BareLineEndingPolicy
+  readonly maxLineLength: number
+  private readonly stuffing: boolean
+  /** Under "normalize" with dot-stuffing, a bare line ending starts a line. */
+  private readonly bareStarts: boolean
 
-  constructor(policy: BareLineEndingPolicy) {
+  constructor(policy: BareLineEndingPolicy, options?: DotDecoderOptions) {
     this.policy = policy
+    this.stuffing = options?.stuffing ?? true
+    this.maxLineLength = options?.maxLineLength ?? Number.POSITIVE_INFINITY
+    this.bareStarts = this.stuffing && policy === "normalize"
   }
 
   decode(input: Uint8Array, start = 0): DecodeResult {
     const out: Array<Uint8Array> = []
     const len = input.length
     const normalize = this.policy === "normalize"
+    const stuffing = this.stuffing
+    const maxLine = this.maxLineLength
+    // After a bare line ending: where its normalised line starts, or an ordinary middle of line.
+    const afterBare = this.bareStarts ? AFTER_BARE : MIDDLE
     let state = this.state
     let run = start // start of the bytes copied through unchanged
     let i = start
+    // The current line: its bytes in earlier chunks, and where it starts in this one.
+    let carried = this.lineLength
+    let lineFrom = start
     const wordStart = wordStartOf(input)
     const words = wordsOf(input, wordStart)
 
@@ -116,6 +150,9 @@ export class DotDecoder {
         // Inside a line only CR and LF matter: jump to the next one.
         const p = nextLineBreak(input, words, wordStart, i)
         if (p === len) break // the rest of the chunk is line content
+        if (carried + p - lineFrom > maxLine) this.longLines++
+        carried = 0
+        lineFrom = p + 1
         if (input[p] === CR) {
           state = AFTER_CR
           i = p + 1
@@ -127,6 +164,7 @@ export class DotDecoder {
           if (p > run) out.push(input.subarray(run, p))
           out.push(CRLF)
           run = p + 1
+          state = afterBare
         }
         i = p + 1
         continue
@@ -135,7 +173,7 @@ export class DotDecoder {
       const b = input[i]!
       switch (state) {
         case LINE_START:
-          if (b === DOT) {
+          if (b === DOT && stuffing) {
             if (i > run) out.push(input.subarray(run, i)) // the leading dot is dropped: stuffing or terminator
             run = i + 1
             state = AFTER_DOT
@@ -145,6 +183,9 @@ export class DotDecoder {
           break
         case AFTER_DOT:
           if (b === CR) {
+            if (carried + i - lineFrom > maxLine) this.longLines++
+            carried = 0
+            lineFrom = i + 1
             state = AFTER_DOT_CR
             i++
             continue
@@ -154,9 +195,14 @@ export class DotDecoder {
           if (b === LF) {
             this.state = LINE_START
             this.crFromEarlierChunk = false
+            this.lineLength = 0
             return { out, consumed: i + 1 - start, done: true }
           }
           run = this.bareHeldCr(out, input, run, i)
+          if (this.bareStarts) {
+            state = AFTER_BARE
+            continue // `b` starts the normalised line
+          }
           break
         case AFTER_CR:
           if (b === LF) {
@@ -164,23 +210,56 @@ export class DotDecoder {
               this.crFromEarlierChunk = false
               out.push(CR_ONLY)
             }
+            lineFrom = i + 1
             state = LINE_START
             i++
             continue
           }
           run = this.bareHeldCr(out, input, run, i)
+          if (this.bareStarts) {
+            state = AFTER_BARE
+            continue // `b` starts the normalised line
+          }
+          break
+        case AFTER_BARE:
+          if (b === DOT) {
+            // Stuffing, unless the line is nothing but the dot: then it is content (a fake
+            // terminator such as LF "." LF never ends the message, and never vanishes either).
+            if (i > run) out.push(input.subarray(run, i))
+            run = i + 1
+            state = AFTER_BARE_DOT
+            i++
+            continue
+          }
+          break
+        case AFTER_BARE_DOT:
+          if (b === CR || b === LF) out.push(DOT_ONLY)
           break
       }
       // MIDDLE handling for `b` (reached from the states above).
       if (b === CR) {
+        if (carried + i - lineFrom > maxLine) this.longLines++
+        carried = 0
+        lineFrom = i + 1
         state = AFTER_CR
+      } else if (b === LF) {
+        if (carried + i - lineFrom > maxLine) this.longLines++
+        carried = 0
+        lineFrom = i + 1
+        run = this.bare(out, input, run, i)
+        state = afterBare
       } else {
-        if (b === LF) run = this.bare(out, input, run, i)
         state = MIDDLE
       }
       i++
     }
     this.state = state
+    this.lineLength = carried + (len - lineFrom)
+    // A line already too long is counted now, not once (if ever) it ends; -Infinity: not again.
+    if (this.lineLength > maxLine) {
+      this.longLines++
+      this.lineLength = Number.NEGATIVE_INFINITY
+    }
     // Hold back a trailing CR: whether it is bare depends on the next chunk.
     if (state === AFTER_CR || state === AFTER_DOT_CR) {
       if (!this.crFromEarlierChunk) {
@@ -192,6 +271,23 @@ export class DotDecoder {
     }
     if (len > run) out.push(input.subarray(run, len))
     return { out, consumed: len - start, done: false }
+  }
+
+  /**
+   * The end of a message without a terminator (BDAT): a CR still held back was bare, and the
+   * last line, which no line ending closed, is measured too. Returns what is left to emit.
+   */
+  finish(): Array<Uint8Array> {
+    const out: Array<Uint8Array> = []
+    if (this.lineLength > this.maxLineLength) this.longLines++
+    if (this.state === AFTER_CR && this.crFromEarlierChunk) {
+      this.bareLineEndings++
+      out.push(this.policy === "normalize" ? CRLF : CR_ONLY)
+    }
+    this.state = LINE_START
+    this.crFromEarlierChunk = false
+    this.lineLength = 0
+    return out
   }
 
   /** A bare line ending of one byte at `at`: kept, or replaced with CRLF. Returns the new run start. */

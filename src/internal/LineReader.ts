@@ -55,8 +55,23 @@ export interface BodyOptions {
   readonly maxBytes: number
 }
 
-export interface DataBodyOptions extends BodyOptions {
+/** The line rules of a text body (7BIT, 8BITMIME): not of a BINARYMIME one. */
+export interface TextRules {
   readonly bareLineEndings: BareLineEndingPolicy
+  /** Longest line in bytes, without its line ending. Default no limit. */
+  readonly maxLineLength?: number | undefined
+  /** The reply to a body with a longer line. */
+  readonly lineTooLong?: SmtpError.SmtpError | undefined
+}
+
+export interface DataBodyOptions extends BodyOptions, TextRules {}
+
+/** A BDAT chunk of a text message: every chunk of the message shares one decoder. */
+export interface TextChunk {
+  readonly decoder: DotDecoder
+  readonly lineTooLong: SmtpError.SmtpError
+  /** The chunk ends the message (BDAT LAST): a CR still held back at its end was bare. */
+  readonly last: boolean
 }
 
 export interface Body {
@@ -78,6 +93,18 @@ export const bareLineEndingError = SmtpError.SmtpError.of(
   "Message contains a bare CR or LF; lines must end with CRLF"
 )
 
+/** The refusal of a body with a line longer than `max` bytes. */
+export const lineTooLongError = (max: number) =>
+  SmtpError.SmtpError.of(550, [5, 6, 0], `Message contains a line longer than ${max} bytes`)
+
+/** The body's own verdict on its lines, if any. */
+const textViolation = (decoder: DotDecoder, lineTooLong: SmtpError.SmtpError | undefined): SmtpError.SmtpError | undefined =>
+  decoder.policy === "reject" && decoder.bareLineEndings > 0
+    ? bareLineEndingError
+    : decoder.longLines > 0
+    ? lineTooLong ?? lineTooLongError(decoder.maxLineLength)
+    : undefined
+
 export interface LineReader {
   /** The next line without its line ending (CRLF, or a lone LF). Time limits are the caller's. */
   readonly readLine: Effect.Effect<string, TransportError | LineTooLong>
@@ -90,6 +117,17 @@ export interface LineReader {
   readonly fill: Effect.Effect<void, TransportError>
   /** The size on the wire of the line `readLine` returned last, line ending included. */
   readonly lastLineBytes: () => number
+  /** Whether that line ended with CRLF (rather than a lone LF). */
+  readonly lastLineCrlf: () => boolean
+  /** Bytes received and not yet taken (pipelined input, or the start of a line). */
+  readonly buffered: () => number
+  /** Whether the buffered bytes start with `prefix` (ASCII, upper case), in any case. */
+  readonly bufferedStartsWith: (prefix: string) => boolean
+  /**
+   * Drops the rest of an over-long line, up to and including its LF, reading as needed;
+   * `LineTooLong` past `maxBytes` dropped.
+   */
+  readonly skipLine: (maxBytes: number) => Effect.Effect<void, TransportError | LineTooLong>
   /** The error the connection itself failed with, if it did (a body stream's consumer may see others). */
   readonly transportFailure: () => TransportError | undefined
   /** Whether a whole line is already buffered (pipelining: replies are flushed when not). */
@@ -98,8 +136,8 @@ export interface LineReader {
   readonly discardBuffered: () => number
   /** The DATA body that follows a 354 reply, up to CRLF "." CRLF. */
   readonly dataBody: (options: DataBodyOptions) => Body
-  /** Exactly `size` bytes (a BDAT chunk). */
-  readonly chunkBody: (size: number, options: BodyOptions) => Body
+  /** Exactly `size` bytes (a BDAT chunk); with `text`, under the line rules of its decoder. */
+  readonly chunkBody: (size: number, options: BodyOptions, text?: TextChunk) => Body
 }
 
 export interface LineReaderOptions {
@@ -121,6 +159,7 @@ class Reader implements LineReader {
   buf: Uint8Array = EMPTY
   pos = 0
   lineBytes = 0
+  lineCrlf = true
   // The first failure of the connection, kept so that callers can tell it from other errors.
   failure: TransportError | undefined = undefined
   // The server asks hasBufferedLine after each command, then reads that line: one scan serves both.
@@ -188,6 +227,7 @@ class Reader implements LineReader {
       const end = nl > pos && buf[nl - 1] === CR ? nl - 1 : nl
       const line = decodeLine(buf, pos, end)
       this.lineBytes = nl + 1 - pos
+      this.lineCrlf = end !== nl
       this.pos = nl + 1
       return line
     }
@@ -197,6 +237,42 @@ class Reader implements LineReader {
 
   lastLineBytes(): number {
     return this.lineBytes
+  }
+
+  lastLineCrlf(): boolean {
+    return this.lineCrlf
+  }
+
+  buffered(): number {
+    return this.buf.length - this.pos
+  }
+
+  bufferedStartsWith(prefix: string): boolean {
+    const buf = this.buf
+    const pos = this.pos
+    if (buf.length - pos < prefix.length) return false
+    for (let i = 0; i < prefix.length; i++) {
+      const c = buf[pos + i]!
+      if ((c >= 97 && c <= 122 ? c - 32 : c) !== prefix.charCodeAt(i)) return false
+    }
+    return true
+  }
+
+  skipLine(maxBytes: number): Effect.Effect<void, TransportError | LineTooLong> {
+    let skipped = 0
+    const loop: Effect.Effect<void, TransportError | LineTooLong> = Effect.suspend(() => {
+      const nl = this.buf.indexOf(LF, this.pos)
+      skipped += (nl >= 0 ? nl + 1 : this.buf.length) - this.pos
+      if (skipped > maxBytes) return Effect.fail(new LineTooLong({ limit: maxBytes }))
+      if (nl >= 0) {
+        this.pos = nl + 1
+        return Effect.void
+      }
+      this.buf = EMPTY
+      this.pos = 0
+      return Effect.flatMap(this.fill, () => loop)
+    })
+    return loop
   }
 
   transportFailure(): TransportError | undefined {
@@ -266,25 +342,34 @@ class Reader implements LineReader {
     step: () => Array<Uint8Array>,
     isDone: () => boolean,
     checkStep: () => SmtpError.SmtpError | undefined,
-    o: BodyOptions
+    o: BodyOptions,
+    end?: () => Array<Uint8Array>
   ): Body {
     const fillBody = this.bodyFill(o.deadline)
     let bytes = 0
     let violation: SmtpError.SmtpError | undefined
-    const take = (): Array<Uint8Array> => {
-      const out = this.pos < this.buf.length ? step() : []
+    let ending = end
+    const account = (out: Array<Uint8Array>) => {
       for (const c of out) bytes += c.length
       if (violation === undefined) {
         violation = bytes > o.maxBytes ? SmtpError.dataTooLarge : checkStep()
       }
       return out
     }
+    const take = (): Array<Uint8Array> => account(this.pos < this.buf.length ? step() : [])
+    // At the end, once: what `end` still has to say (a held-back CR), then nothing.
+    const ended = (): Effect.Effect<Array<Uint8Array> | undefined> => {
+      if (ending === undefined) return Effect.succeed(undefined)
+      const tail = account(ending())
+      ending = undefined
+      return Effect.succeed(tail.length > 0 ? tail : undefined)
+    }
     // Raw pull: the next decoded slices, or undefined at the end of the body.
     const next: Effect.Effect<Array<Uint8Array> | undefined, TransportError> = Effect.suspend(() => {
-      if (isDone()) return Effect.succeed(undefined)
+      if (isDone()) return ended()
       const out = take()
       if (out.length > 0) return Effect.succeed(out)
-      if (isDone()) return Effect.succeed(undefined)
+      if (isDone()) return ended()
       return Effect.flatMap(fillBody, () => next)
     })
     const pull: Effect.Effect<NonEmptyReadonlyArray<Uint8Array>, SmtpError.SmtpError | TransportError | Cause.Done> =
@@ -309,7 +394,7 @@ class Reader implements LineReader {
   }
 
   dataBody(o: DataBodyOptions): Body {
-    const decoder = new DotDecoder(o.bareLineEndings)
+    const decoder = new DotDecoder(o.bareLineEndings, { maxLineLength: o.maxLineLength })
     let done = false
     return this.body(
       () => {
@@ -319,24 +404,40 @@ class Reader implements LineReader {
         return r.out
       },
       () => done,
-      () => o.bareLineEndings === "reject" && decoder.bareLineEndings > 0 ? bareLineEndingError : undefined,
+      () => textViolation(decoder, o.lineTooLong),
       o
     )
   }
 
-  chunkBody(size: number, o: BodyOptions): Body {
+  chunkBody(size: number, o: BodyOptions, text?: TextChunk): Body {
     let left = size
+    if (text === undefined) {
+      return this.body(
+        () => {
+          const n = Math.min(left, this.buf.length - this.pos)
+          const slice = this.buf.subarray(this.pos, this.pos + n)
+          this.pos += n
+          left -= n
+          return n > 0 ? [slice] : []
+        },
+        () => left === 0,
+        () => undefined,
+        o
+      )
+    }
+    const decoder = text.decoder
     return this.body(
       () => {
         const n = Math.min(left, this.buf.length - this.pos)
-        const slice = this.buf.subarray(this.pos, this.pos + n)
+        const out = decoder.decode(this.buf.subarray(this.pos, this.pos + n)).out
         this.pos += n
         left -= n
-        return n > 0 ? [slice] : []
+        return out
       },
       () => left === 0,
-      () => undefined,
-      o
+      () => textViolation(decoder, text.lineTooLong),
+      o,
+      text.last ? () => decoder.finish() : undefined
     )
   }
 }

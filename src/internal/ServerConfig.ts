@@ -51,8 +51,17 @@ export interface ServerOptions {
   readonly maxMessageBytes?: number | undefined
   /** Recipients per transaction; more get 452 4.5.3. Default 1000. */
   readonly maxRecipients?: number | undefined
-  /** Longest command line, CRLF included; longer gets 500 5.5.2 and the connection closes. Default 2000. */
+  /**
+   * Longest command line, CRLF included; longer gets 500 5.5.2 as soon as the limit is crossed,
+   * and the connection closes. Default 2000.
+   */
   readonly maxLineLength?: number | undefined
+  /**
+   * Longest line of a 7BIT or 8BITMIME message, in bytes without its line ending (BINARYMIME is
+   * exempt). A longer line gets 550 5.6.0 once the whole message is read. RFC 5322 says 998;
+   * real senders go beyond that, never near the default. 0 lifts the limit. Default 1 MiB.
+   */
+  readonly maxBodyLineLength?: number | undefined
   /** Simultaneous connections in all. Default 1000. */
   readonly maxConnections?: number | undefined
   /** Simultaneous connections from one IP address. Default 50. */
@@ -66,6 +75,29 @@ export interface ServerOptions {
   readonly maxUnknownCommands?: number | undefined
   /** Failed AUTH attempts before 421 and close. Default 3. */
   readonly maxAuthFailures?: number | undefined
+  /**
+   * Hang up at once (221 2.7.0) on a line that is not SMTP at all: a verb of `forbiddenCommands`,
+   * a message header line (`Subject: hi`: message content taken for commands), or a line that
+   * does not start with a letter (binary, a TLS ClientHello). Postfix's `smtpd_forbidden_commands`.
+   * Only unknown verbs are looked at. Default true.
+   */
+  readonly refuseNonSmtp?: boolean | undefined
+  /** The verbs `refuseNonSmtp` hangs up on, in any case. Default the HTTP methods (GET, POST, CONNECT, …) and PRI. */
+  readonly forbiddenCommands?: ReadonlyArray<string> | undefined
+  /**
+   * Hang up (554 5.5.0) on a client that does not wait for a reply where it must: more input
+   * right behind DATA (before the 354), behind HELO, or behind any command of a session without
+   * PIPELINING (a HELO session, or EHLO with `pipelining` off); and, with `greetingDelay`, input
+   * before the greeting. Nothing of that transaction reaches the backend. Postfix's
+   * `smtpd_forbid_unauth_pipelining`. Default true.
+   */
+  readonly forbidUnauthorizedPipelining?: boolean | undefined
+  /**
+   * How long to wait before the greeting. A client that talks in that time is refused (554 5.5.0
+   * under `forbidUnauthorizedPipelining`): spam software often does not wait. Not on implicit-TLS
+   * listeners. Default 0 (no wait: the greeting goes out at once, and nothing is checked).
+   */
+  readonly greetingDelay?: Duration.Input | undefined
   /** Time to receive a whole command line; partial lines do not extend it. Default 5 minutes. */
   readonly commandTimeout?: Duration.Input | undefined
   /** Time a message body may go without progress; see `minDataRate`. Default 5 minutes. */
@@ -77,6 +109,17 @@ export interface ServerOptions {
   readonly tlsHandshakeTimeout?: Duration.Input | undefined
   /** On shutdown, how long transactions in progress may go on before 421. Default 30 seconds. */
   readonly shutdownGrace?: Duration.Input | undefined
+  /**
+   * A session the backend refused (`newSession` failed with a reply other than 421) gets that
+   * reply, then 503 to every command until QUIT (RFC 5321 3.1), for at most this long per
+   * command. Default 10 seconds.
+   */
+  readonly refusedSessionTimeout?: Duration.Input | undefined
+  /**
+   * Log every command and reply at Debug level (annotation `smtp`: "C" or "S"), AUTH data
+   * redacted and message content as a byte count. Default false.
+   */
+  readonly trace?: boolean | undefined
   /** Bare CR or LF inside DATA. Default "reject" (550 5.5.2): SMTP smuggling cannot work. */
   readonly bareLineEndings?: BareLineEndingPolicy | undefined
   /** Offer AUTH over plaintext connections. Default false. */
@@ -103,6 +146,8 @@ export interface ResolvedConfig {
   readonly maxMessageBytes: number
   readonly maxRecipients: number
   readonly maxLineLength: number
+  /** Infinity when lifted. */
+  readonly maxBodyLineLength: number
   readonly maxConnections: number
   readonly maxConnectionsPerIp: number
   readonly softErrorLimit: number
@@ -110,12 +155,19 @@ export interface ResolvedConfig {
   readonly errorDelay: Duration.Duration
   readonly maxUnknownCommands: number
   readonly maxAuthFailures: number
+  readonly refuseNonSmtp: boolean
+  /** Upper case. */
+  readonly forbiddenCommands: ReadonlySet<string>
+  readonly forbidUnauthorizedPipelining: boolean
+  readonly greetingDelay: Duration.Duration
   readonly commandTimeout: Duration.Duration
   readonly dataTimeout: Duration.Duration
   readonly minDataRate: number
   readonly writeTimeout: Duration.Duration
   readonly tlsHandshakeTimeout: Duration.Duration
   readonly shutdownGrace: Duration.Duration
+  readonly refusedSessionTimeout: Duration.Duration
+  readonly trace: boolean
   readonly bareLineEndings: BareLineEndingPolicy
   readonly allowInsecureAuth: boolean
   readonly requireAuth: boolean
@@ -140,6 +192,22 @@ export const defaultExtensions: Extensions = {
 
 const duration = (d: Duration.Input | undefined, fallback: Duration.Input) => Duration.fromInputUnsafe(d ?? fallback)
 
+/** Verbs of other protocols: HTTP/1 methods and HTTP/2's connection preface. */
+export const defaultForbiddenCommands: ReadonlyArray<string> = [
+  "CONNECT",
+  "DELETE",
+  "GET",
+  "HEAD",
+  "OPTIONS",
+  "PATCH",
+  "POST",
+  "PRI",
+  "PUT",
+  "TRACE"
+]
+
+const MiB = 1024 * 1024
+
 export const resolve = (o: ServerOptions): ResolvedConfig => ({
   listen: o.listen,
   domain: o.domain ?? "localhost",
@@ -150,6 +218,7 @@ export const resolve = (o: ServerOptions): ResolvedConfig => ({
   maxMessageBytes: o.maxMessageBytes ?? 32 * 1024 * 1024,
   maxRecipients: o.maxRecipients ?? 1000,
   maxLineLength: o.maxLineLength ?? 2000,
+  maxBodyLineLength: o.maxBodyLineLength === 0 ? Number.POSITIVE_INFINITY : o.maxBodyLineLength ?? MiB,
   maxConnections: o.maxConnections ?? 1000,
   maxConnectionsPerIp: o.maxConnectionsPerIp ?? 50,
   softErrorLimit: o.softErrorLimit ?? 10,
@@ -157,12 +226,18 @@ export const resolve = (o: ServerOptions): ResolvedConfig => ({
   errorDelay: duration(o.errorDelay, "1 second"),
   maxUnknownCommands: o.maxUnknownCommands ?? 5,
   maxAuthFailures: o.maxAuthFailures ?? 3,
+  refuseNonSmtp: o.refuseNonSmtp ?? true,
+  forbiddenCommands: new Set((o.forbiddenCommands ?? defaultForbiddenCommands).map((v) => v.toUpperCase())),
+  forbidUnauthorizedPipelining: o.forbidUnauthorizedPipelining ?? true,
+  greetingDelay: duration(o.greetingDelay, 0),
   commandTimeout: duration(o.commandTimeout, "5 minutes"),
   dataTimeout: duration(o.dataTimeout, "5 minutes"),
   minDataRate: o.minDataRate ?? 1024,
   writeTimeout: duration(o.writeTimeout, "1 minute"),
   tlsHandshakeTimeout: duration(o.tlsHandshakeTimeout, "60 seconds"),
   shutdownGrace: duration(o.shutdownGrace, "30 seconds"),
+  refusedSessionTimeout: duration(o.refusedSessionTimeout, "10 seconds"),
+  trace: o.trace ?? false,
   bareLineEndings: o.bareLineEndings ?? "reject",
   allowInsecureAuth: o.allowInsecureAuth ?? false,
   requireAuth: o.requireAuth ?? false,

@@ -11,12 +11,14 @@
  */
 import * as Cause from "effect/Cause"
 import * as Context from "effect/Context"
+import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import type * as Latch from "effect/Latch"
 import * as Metric from "effect/Metric"
+import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
 import * as Result from "effect/Result"
 import * as References from "effect/References"
@@ -31,6 +33,7 @@ import * as MailOptions from "../MailOptions.ts"
 import type * as Sasl from "../Sasl.ts"
 import * as SmtpError from "../SmtpError.ts"
 import { type Transport, TransportError } from "../Transport.ts"
+import { DotDecoder } from "./DotCodec.ts"
 import * as LineReader from "./LineReader.ts"
 import type { ResolvedConfig } from "./ServerConfig.ts"
 import * as Metrics from "./ServerMetrics.ts"
@@ -58,15 +61,39 @@ export interface ConnectionContext {
 /** RFC 4954 4: a SASL response line may be up to 12288 octets. */
 const AUTH_LINE_LENGTH = 12288
 
+/**
+ * The longest SASL response dropped to answer 500 5.5.6 and go on; a longer one is an attack,
+ * answered like an over-long command line (500 5.5.2, closed), and never read much further.
+ */
+const AUTH_SKIP_LIMIT = 2 * AUTH_LINE_LENGTH
+
+/** An over-long SASL response, dropped. */
+const TOO_LONG = Symbol("TOO_LONG")
+
 /** Replies queued before they are written even though more commands are buffered. */
 const MAX_QUEUED_REPLIES = 64
 
 type Recipient = { readonly to: AddressT; readonly options: MailOptions.RcptOptions }
 
+/**
+ * A message arriving in several BDAT chunks, handed to the backend as it comes. The backend's
+ * stream is pulled here, so a chunk is answered only once the backend has taken all of it in
+ * (asked for more) or has finished: a backend failure is the reply to the chunk it failed on.
+ */
 interface Bdat {
   readonly queue: Queue.Queue<Uint8Array, SmtpError.SmtpError | TransportError | Cause.Done>
-  readonly fiber: Fiber.Fiber<ReadonlyArray<string>>
+  fiber: Fiber.Fiber<ReadonlyArray<string>>
+  /** Message bytes handed over so far. */
   bytes: number
+  /** Slices offered, and taken by the backend. */
+  offered: number
+  taken: number
+  /** The backend asked for more with every slice offered taken. */
+  hungry: boolean
+  /** The backend's `data` (or `lmtpData`) has finished. */
+  ended: boolean
+  /** The chunk's reply waits for `hungry` or `ended`. */
+  waiter: Deferred.Deferred<void> | undefined
 }
 
 interface Transaction {
@@ -74,6 +101,70 @@ interface Transaction {
   readonly options: MailOptions.MailOptions
   readonly rcpts: Array<Recipient>
   bdat: Bdat | undefined
+  /** BDAT bytes announced so far. */
+  chunked: number
+  /** The line rules of a text message sent with BDAT: one decoder for all its chunks. */
+  text: DotDecoder | undefined
+}
+
+const wakeBdat = (b: Bdat) => {
+  const w = b.waiter
+  b.waiter = undefined
+  if (w !== undefined) Deferred.doneUnsafe(w, Effect.void)
+}
+
+/** The client's name as a reply may echo it: printable ASCII, at most 255 characters. */
+const echoName = (name: string): string => {
+  let safe = name.length <= 255
+  for (let i = 0; safe && i < name.length; i++) {
+    const c = name.charCodeAt(i)
+    safe = c > 32 && c < 127
+  }
+  if (safe) return name
+  let out = ""
+  for (let i = 0; i < name.length && out.length < 255; i++) {
+    const c = name.charCodeAt(i)
+    out += c > 32 && c < 127 ? name[i] : "?"
+  }
+  return out
+}
+
+/**
+ * A verb that cannot begin an SMTP command: one of `forbidden` (another protocol's), a message
+ * header's name and colon (message content read as commands), or anything not starting with a
+ * letter (binary, a TLS ClientHello).
+ */
+const isNotSmtp = (verb: string, forbidden: ReadonlySet<string>): boolean => {
+  if (!isLetter(verb.charCodeAt(0))) return true
+  const colon = verb.indexOf(":")
+  if (colon > 0) {
+    let name = true
+    for (let i = 0; name && i < colon; i++) {
+      const c = verb.charCodeAt(i)
+      name = c > 32 && c < 127
+    }
+    if (name) return true
+  }
+  return verb.length <= 16 && forbidden.has(verb.toUpperCase())
+}
+
+const isLetter = (c: number) => (c | 0x20) >= 97 && (c | 0x20) <= 122
+
+/** A line the parser refused that is binary rather than a botched command (a TLS ClientHello). */
+const isBinary = (line: string): boolean => {
+  const c = line.charCodeAt(0)
+  return line.length > 0 && !isLetter(c) && c !== 32 && c !== 9
+}
+
+/** A trace entry: "C" or "S", then the text. */
+const traceLog = (entry: string) =>
+  Effect.logDebug(entry.slice(1)).pipe(Effect.annotateLogs("smtp", entry[0]!))
+
+/** An AUTH command line as the trace shows it: its initial response redacted. */
+const redactAuth = (line: string): string => {
+  if (!/^auth[ \t]/i.test(line)) return line
+  const m = /^(\S+[ \t]+\S+)[ \t]+\S/.exec(line)
+  return m === null ? line : `${m[1]} <redacted>`
 }
 
 /** Why the conversation ends early; the reply (if any) is sent before closing. */
@@ -150,6 +241,14 @@ class Conversation {
   // --- connection state ---
   helo: string | undefined = undefined
   extended = false
+  /** Commands may be pipelined: not after HELO, nor after EHLO without PIPELINING. */
+  pipelining = true
+  /** The reply a refused session started with (then only QUIT is accepted). */
+  refusal: string | undefined = undefined
+  /** The time for a whole command line. */
+  commandTimeout: Duration.Duration
+  /** What `trace` logs next, oldest first (undefined when not tracing). */
+  trace: Array<string> | undefined
   authIdentity: string | undefined = undefined
   authFailures = 0
   errors = 0
@@ -189,6 +288,8 @@ class Conversation {
     const c = ctx.config
     this.c = c
     this.r = ctx.replies
+    this.commandTimeout = c.commandTimeout
+    this.trace = c.trace ? [] : undefined
     this.lmtp = c.protocol === "lmtp"
     this.reader = LineReader.make(transport, {
       maxLineLength: Math.max(c.maxLineLength, AUTH_LINE_LENGTH),
@@ -238,28 +339,48 @@ class Conversation {
    */
   farewell(last: string): Effect.Effect<void> {
     return Effect.suspend(() => {
-      const out = this.pending + last
+      this.push(last)
+      const out = this.pending
       this.pending = ""
       this.pendingCount = 0
-      return this.transport.write(out).pipe(Effect.timeout(Duration.seconds(5)), Effect.ignore)
+      const write = this.transport.write(out).pipe(Effect.timeout(Duration.seconds(5)), Effect.ignore)
+      return this.trace === undefined ? write : Effect.andThen(this.logTrace(), write)
     })
   }
 
   push(wire: string) {
     this.pending += wire
     this.pendingCount++
+    if (this.trace !== undefined) this.trace.push("S" + wire.slice(0, -2).replaceAll("\r\n", " | "))
   }
 
-  /** Writes the queued replies; an Effect only when the peer is slow to take them. */
+  /** Writes the queued replies; an Effect only when the peer is slow to take them (or when tracing). */
   flush(): Effect.Effect<void, TransportError> | undefined {
     if (this.pendingCount === 0) return undefined
     const out = this.pending
     this.pending = ""
     this.pendingCount = 0
+    if (this.trace !== undefined) return Effect.andThen(this.logTrace(), Effect.suspend(() => this.write(out) ?? Effect.void))
+    return this.write(out)
+  }
+
+  write(out: string): Effect.Effect<void, TransportError> | undefined {
     const written = this.transport.writeUnsafe(out)
     if (Exit.isExit(written)) return Exit.isSuccess(written) ? undefined : written
     this.watchdog.arm(this.c.writeTimeout, this.expireWrite)
     return Effect.map(written, this.disarmWrite)
+  }
+
+  /** Logs what the trace holds, in order. */
+  logTrace(): Effect.Effect<void> {
+    const entries = this.trace!
+    this.trace = []
+    return Effect.forEach(entries, traceLog, { discard: true })
+  }
+
+  /** A command line as the trace shows it. */
+  traceCommand(line: string) {
+    this.trace!.push("C" + redactAuth(line))
   }
 
   readonly flushEffect: Effect.Effect<void, TransportError> = Effect.suspend(() => this.flush() ?? Effect.void)
@@ -401,6 +522,7 @@ class Conversation {
     bytes: number
   ): Effect.Effect<Outcome> {
     this.count(Metrics.bytes, bytes)
+    if (this.trace !== undefined) this.trace.push(`C<message: ${bytes} bytes>`)
     const final = violation === undefined
       ? replies
       : t.rcpts.slice(0, this.lmtp ? t.rcpts.length : 1).map(() => this.r.error(violation))
@@ -414,6 +536,16 @@ class Conversation {
     return reset === undefined ? Effect.succeed(undefined) : Effect.as(reset, undefined)
   }
 
+  /** A BDAT message that failed before its last chunk: one reply, to that chunk, and it is over. */
+  abandonMessage(reply: string, bytes: number): Effect.Effect<Outcome> {
+    this.count(Metrics.bytes, bytes)
+    if (this.trace !== undefined) this.trace.push(`C<message, abandoned: ${bytes} bytes>`)
+    this.tx = undefined
+    this.push(reply)
+    const reset = this.resetAfterMessage()
+    return reset === undefined ? Effect.succeed(undefined) : Effect.as(reset, undefined)
+  }
+
   // --- commands ---
 
   hello(cmd: Command.Helo | Command.Ehlo | Command.Lhlo): Step {
@@ -422,7 +554,8 @@ class Conversation {
     const greet = () => {
       this.helo = cmd.domain
       this.extended = cmd._tag !== "Helo"
-      return this.extended ? this.ehloReply() : this.r.format(250, undefined, `${this.c.domain} Hello ${this.helo}`)
+      this.pipelining = this.extended && this.c.extensions.pipelining
+      return this.extended ? this.ehloReply() : this.r.format(250, undefined, `${this.c.domain} Hello ${echoName(this.helo)}`)
     }
     const reset = this.resetTransaction()
     return reset === undefined ? greet() : Effect.map(reset, greet)
@@ -432,7 +565,7 @@ class Conversation {
     const c = this.c
     const ext = c.extensions
     const tls = this.transport.tls() !== undefined
-    const lines = [`${c.domain} Hello ${this.helo}`]
+    const lines = [`${c.domain} Hello ${echoName(this.helo!)}`]
     if (ext.pipelining) lines.push("PIPELINING")
     if (c.maxMessageBytes > 0) lines.push(`SIZE ${c.maxMessageBytes}`)
     if (ext.eightBitMime) lines.push("8BITMIME")
@@ -476,7 +609,7 @@ class Conversation {
     }
     if (options.requireTls && this.transport.tls() === undefined) return r.requireTlsNeedsTls
     return this.call("mail", this.session.mail(cmd.from, options), () => {
-      this.tx = { from: cmd.from, options, rcpts: [], bdat: undefined }
+      this.tx = { from: cmd.from, options, rcpts: [], bdat: undefined, chunked: 0, text: undefined }
       return r.senderOk
     })
   }
@@ -509,7 +642,9 @@ class Conversation {
       const body = this.reader.dataBody({
         deadline: this.bodyDeadline,
         maxBytes: this.c.maxMessageBytes > 0 ? this.c.maxMessageBytes : Number.POSITIVE_INFINITY,
-        bareLineEndings: this.c.bareLineEndings
+        bareLineEndings: this.c.bareLineEndings,
+        maxLineLength: this.c.maxBodyLineLength,
+        lineTooLong: r.bodyLineTooLong
       })
       return this.receive(t, body, "DATA")
     }
@@ -528,46 +663,128 @@ class Conversation {
   bdat(cmd: Command.Bdat): Step {
     const r = this.r
     const c = this.c
+    // Without CHUNKING what follows is raw content that would run as commands: hang up.
+    if (!c.extensions.chunking || !this.extended) return Effect.fail(new Close(r.bdatNotNegotiated))
     const max = c.maxMessageBytes > 0 ? c.maxMessageBytes : Number.POSITIVE_INFINITY
     const t = this.tx
+    const usable = t !== undefined && t.rcpts.length > 0
+    // A chunk that cannot fit is never read (it could be gigabytes): told at once, then closed.
+    if (cmd.size > max - (usable ? t.chunked : 0)) return Effect.fail(new Close(r.bdatTooLarge))
     // The announced bytes are read whatever the verdict: they are not commands.
-    const refuse = (reply: string) =>
-      Effect.as(this.reader.chunkBody(cmd.size, { deadline: this.bodyDeadline, maxBytes: Number.POSITIVE_INFINITY }).drain, reply)
-    if (!c.extensions.chunking) return refuse(r.bdatUnsupported)
-    if (t === undefined || t.rcpts.length === 0) return refuse(t === undefined ? r.mailFirst : r.rcptFirst)
+    if (!usable) {
+      const reply = t === undefined ? r.mailFirst : r.rcptFirst
+      return Effect.as(this.reader.chunkBody(cmd.size, { deadline: this.bodyDeadline, maxBytes: Number.POSITIVE_INFINITY }).drain, reply)
+    }
+    t.chunked += cmd.size
+    const text = this.textChunk(t, cmd.last)
     // A message in one chunk (the usual small message) is a body like DATA's.
     if (t.bdat === undefined && cmd.last) {
-      return this.receive(t, this.reader.chunkBody(cmd.size, { deadline: this.bodyDeadline, maxBytes: max }), "BDAT")
+      return this.receive(t, this.reader.chunkBody(cmd.size, { deadline: this.bodyDeadline, maxBytes: max }, text), "BDAT")
     }
+    return this.chunk(t, cmd, max, text)
+  }
+
+  /** The line rules for a BDAT chunk of `t`: none for BINARYMIME, nor when there are none to apply. */
+  textChunk(t: Transaction, last: boolean): LineReader.TextChunk | undefined {
+    const c = this.c
+    if (t.options.body === "BINARYMIME") return undefined
+    if (c.bareLineEndings === "allow" && c.maxBodyLineLength === Number.POSITIVE_INFINITY) return undefined
+    t.text ??= new DotDecoder(c.bareLineEndings, { stuffing: false, maxLineLength: c.maxBodyLineLength })
+    return { decoder: t.text, last, lineTooLong: this.r.bodyLineTooLong }
+  }
+
+  /** Starts handing a message in several chunks to the backend. */
+  startChunks(t: Transaction): Effect.Effect<Bdat> {
     return Effect.gen({ self: this }, function*() {
-      if (t.bdat === undefined) {
-        const queue = yield* Queue.bounded<Uint8Array, SmtpError.SmtpError | TransportError | Cause.Done>(4)
-        const fiber = yield* this.deliver(t, Stream.fromQueue(queue), "BDAT").pipe(
-          Effect.ensuring(Queue.shutdown(queue)), // once the consumer is gone, offers return false
-          Effect.forkChild({ startImmediately: true })
-        )
-        t.bdat = { queue, fiber, bytes: 0 }
+      const queue = yield* Queue.bounded<Uint8Array, SmtpError.SmtpError | TransportError | Cause.Done>(4)
+      const b: Bdat = {
+        queue,
+        fiber: undefined as unknown as Fiber.Fiber<ReadonlyArray<string>>,
+        bytes: 0,
+        offered: 0,
+        taken: 0,
+        hungry: false,
+        ended: false,
+        waiter: undefined
       }
-      const b = t.bdat
-      const chunk = this.reader.chunkBody(cmd.size, { deadline: this.bodyDeadline, maxBytes: Number.POSITIVE_INFINITY })
-      let violation: SmtpError.SmtpError | undefined
+      const pull = Effect.suspend(() => {
+        if (b.taken === b.offered) {
+          b.hungry = true
+          wakeBdat(b)
+        }
+        return Effect.map(Queue.takeAll(queue), (slices) => {
+          b.taken += slices.length
+          return slices
+        })
+      })
+      b.fiber = yield* this.deliver(t, Stream.fromPull(Effect.succeed(pull)), "BDAT").pipe(
+        // Once the backend is done, offers return false and the chunk's reply need not wait.
+        Effect.ensuring(Effect.andThen(
+          Queue.shutdown(queue),
+          Effect.sync(() => {
+            b.ended = true
+            wakeBdat(b)
+          })
+        )),
+        Effect.forkChild({ startImmediately: true })
+      )
+      t.bdat = b
+      return b
+    })
+  }
+
+  /** Once the backend has taken in every slice offered, or has finished. */
+  caughtUp(b: Bdat): Effect.Effect<void> {
+    if (b.hungry || b.ended) return Effect.void
+    return Effect.suspend(() => {
+      const waiter = Deferred.makeUnsafe<void>()
+      b.waiter = waiter
+      return Deferred.await(waiter)
+    })
+  }
+
+  /** One chunk of a message in several. */
+  chunk(t: Transaction, cmd: Command.Bdat, max: number, text: LineReader.TextChunk | undefined): Effect.Effect<Outcome, Stop> {
+    return Effect.gen({ self: this }, function*() {
+      const b = t.bdat ?? (yield* this.startChunks(t))
+      const chunk = this.reader.chunkBody(cmd.size, { deadline: this.bodyDeadline, maxBytes: Number.POSITIVE_INFINITY }, text)
+      let tooLarge = false
       yield* chunk.stream.pipe(
         Stream.runForEach((slice) => {
-          if (violation !== undefined) return Effect.void
+          if (tooLarge) return Effect.void
           b.bytes += slice.length
+          // (Sizes were checked as announced; normalised line endings can still add a few bytes.)
           if (b.bytes > max) {
-            violation = SmtpError.dataTooLarge
-            return Queue.fail(b.queue, violation)
+            tooLarge = true
+            return Effect.void
           }
+          b.offered++
+          b.hungry = false
           return Queue.offer(b.queue, slice)
         }),
-        Effect.catchTag("SmtpError", () => Effect.void)
+        Effect.catchTag("SmtpError", () => Effect.void) // the chunk's own verdict, seen below
       )
       yield* chunk.drain
-      if (violation === undefined && !cmd.last) return r.format(250, [2, 0, 0], `${cmd.size} octets received`)
-      if (violation === undefined) yield* Queue.end(b.queue)
-      const replies = yield* Fiber.join(b.fiber)
-      return yield* this.finishMessage(t, replies, violation, b.bytes)
+      const violation = tooLarge ? SmtpError.dataTooLarge : chunk.violation()
+      if (violation !== undefined) {
+        // The backend's stream fails, so nothing is stored; the body's verdict is the reply.
+        yield* Queue.fail(b.queue, violation)
+        yield* Fiber.join(b.fiber)
+        return yield* cmd.last
+          ? this.finishMessage(t, [], violation, b.bytes)
+          : this.abandonMessage(this.r.error(violation), b.bytes)
+      }
+      if (cmd.last) {
+        yield* Queue.end(b.queue)
+        return yield* this.finishMessage(t, yield* Fiber.join(b.fiber), undefined, b.bytes)
+      }
+      yield* this.caughtUp(b)
+      if (b.ended) {
+        const replies = yield* Fiber.join(b.fiber)
+        // A backend that failed is answered at this chunk; one that succeeded early, at LAST.
+        if (replies.every(isNegative)) return yield* this.abandonMessage(replies[0]!, b.bytes)
+      }
+      return this.r.format(250, [2, 0, 0], `${cmd.size} octets received`)
     })
   }
 
@@ -603,17 +820,32 @@ class Conversation {
       yield* this.resetTransaction() ?? Effect.void
       this.helo = undefined
       this.extended = false
+      this.pipelining = true
       this.authIdentity = undefined
       return undefined
     })
   }
 
-  /** Reads one SASL response line within the command timeout. */
-  readonly readAuthLine: Effect.Effect<string, TransportError | LineReader.LineTooLong> = Effect.suspend(() => {
-    this.watchdog.arm(this.c.commandTimeout, this.expireRead)
-    return Effect.map(this.reader.readLine, (line) => {
-      this.watchdog.disarm()
-      return line
+  /**
+   * Reads one SASL response line within the command timeout. An over-long one is read to its
+   * end and dropped: the exchange fails (500 5.5.6) and the session goes on.
+   */
+  readonly readAuthLine: Effect.Effect<string | typeof TOO_LONG, TransportError | LineReader.LineTooLong> = Effect.suspend(() => {
+    this.watchdog.arm(this.commandTimeout, this.expireRead)
+    return Effect.matchEffect(this.reader.readLine, {
+      onSuccess: (line) => {
+        this.watchdog.disarm()
+        if (this.trace !== undefined) this.trace.push(line === "*" ? "C*" : "C<redacted>")
+        return Effect.succeed(line)
+      },
+      onFailure: (e) =>
+        e._tag === "LineTooLong"
+          ? Effect.map(this.reader.skipLine(AUTH_SKIP_LIMIT), () => {
+            this.watchdog.disarm()
+            if (this.trace !== undefined) this.trace.push("C<redacted, too long>")
+            return TOO_LONG
+          })
+          : Effect.fail(e)
     })
   })
 
@@ -653,7 +885,7 @@ class Conversation {
         this.push(r.format(334, undefined, sasl!.encodeBase64(s.data)))
         yield* this.flushEffect
         const line = yield* this.readAuthLine
-        if (line.length > AUTH_LINE_LENGTH) return fail(sasl!.tooLong())
+        if (line === TOO_LONG || line.length > AUTH_LINE_LENGTH) return fail(sasl!.tooLong())
         if (line === "*") return fail(sasl!.cancelled())
         const d = decode(line)
         if (d._tag === "Failure") return fail(d.failure)
@@ -717,11 +949,15 @@ class Conversation {
       if (this.ctx.shutdown.isOpen() && this.tx === undefined) return Effect.fail(new Close(this.r.shuttingDown))
       const line = reader.nextLine()
       if (line === undefined) {
+        // An over-long command line is refused as soon as it is, not once (if ever) its LF comes.
+        if (reader.buffered() >= c.maxLineLength && !reader.bufferedStartsWith("AUTH ")) {
+          return Effect.fail(new Close(this.r.lineTooLong))
+        }
         // A whole command line within commandTimeout: the deadline is set once per line, so a
         // peer dripping a partial line does not extend it.
         if (!this.lineDeadline) {
           this.lineDeadline = true
-          this.watchdog.arm(c.commandTimeout, this.expireRead)
+          this.watchdog.arm(this.commandTimeout, this.expireRead)
         }
         this.idle = this.tx === undefined
         return Effect.flatMap(reader.fill, this.afterFill)
@@ -731,6 +967,7 @@ class Conversation {
         this.watchdog.disarm()
       }
       if (typeof line !== "string") return Effect.fail(line)
+      if (this.trace !== undefined) this.traceCommand(line)
       const step = this.line(line)
       if (step === QUIT) {
         this.push(this.r.closing)
@@ -768,17 +1005,19 @@ class Conversation {
     }
     const parsed = Command.parse(line, { utf8: c.extensions.smtputf8 })
     let step: Step
-    if (parsed._tag === "Failure") {
+    if (this.refusal !== undefined) {
+      // RFC 5321 3.1: a refused session waits for QUIT, and answers anything else with 503.
+      if (parsed._tag === "Success" && parsed.success._tag === "Quit") return QUIT
+      step = this.r.refusedSession
+    } else if (parsed._tag === "Failure") {
+      // The bytes after a refused BDAT line cannot be framed: hang up rather than guess.
+      if (Command.isBdatSyntaxError(parsed.failure)) return Effect.fail(new Close(this.r.bdatMalformed))
+      if (c.refuseNonSmtp && isBinary(line)) return Effect.fail(new Close(this.r.notSmtp))
       step = this.r.error(parsed.failure)
-      // A refused "BDAT 10 FOO" is still followed by its 10 bytes: read them, never parse them.
-      const announced = /^bdat[ \t]+(\d{1,15})(?:[ \t]|$)/i.exec(line)
-      if (announced !== null) {
-        const chunk = this.reader.chunkBody(Number(announced[1]), { deadline: this.bodyDeadline, maxBytes: Number.POSITIVE_INFINITY })
-        step = Effect.as(chunk.drain, step)
-      }
     } else {
       const cmd = parsed.success
       if (cmd._tag === "Unknown") {
+        if (c.refuseNonSmtp && isNotSmtp(cmd.verb, c.forbiddenCommands)) return Effect.fail(new Close(this.r.notSmtp))
         this.unknownInARow++
         if (this.unknownInARow >= c.maxUnknownCommands) {
           const queued = this.send(this.r.unknownCommand)
@@ -787,6 +1026,10 @@ class Conversation {
         }
       } else {
         this.unknownInARow = 0
+        // Input already behind a command that must wait for its reply: the client did not wait.
+        if (c.forbidUnauthorizedPipelining && this.mustWait(cmd) && this.reader.buffered() > 0) {
+          return Effect.fail(new Close(this.r.unauthorizedPipelining))
+        }
       }
       if (cmd._tag === "Quit") return QUIT
       step = this.command(cmd)
@@ -798,10 +1041,55 @@ class Conversation {
     return undefined
   }
 
+  /**
+   * Whether a client must have seen this command's reply before it sends more (RFC 2920 3.1,
+   * RFC 5321 without PIPELINING). QUIT ends the session anyway.
+   */
+  mustWait(cmd: Command.Command): boolean {
+    switch (cmd._tag) {
+      case "Data":
+      case "Helo":
+        return true
+      case "Ehlo":
+      case "Lhlo":
+        return !this.c.extensions.pipelining
+      case "Quit":
+        return false
+      default:
+        return !this.pipelining
+    }
+  }
+
+  /** A session refused by the backend: its reply instead of the greeting, then only QUIT. */
+  refuse(wire: string) {
+    this.refusal = wire
+    this.commandTimeout = this.c.refusedSessionTimeout
+  }
+
+  /** The greeting, then the conversation. */
+  readonly greet = (): Effect.Effect<void, Stop> => {
+    this.push(this.refusal ?? this.r.greeting)
+    return this.next()
+  }
+
+  /** Waits `greetingDelay` before the greeting: a client that talks first did not wait for it. */
+  greetLate(delay: Duration.Duration): Effect.Effect<void, Stop> {
+    this.idle = true
+    return Effect.flatMap(Effect.timeoutOption(this.reader.fill, delay), (early) => {
+      this.idle = false
+      return Option.isSome(early) && this.c.forbidUnauthorizedPipelining
+        ? Effect.fail(new Close(this.r.unauthorizedPipelining))
+        : this.greet()
+    })
+  }
+
   /** Runs the conversation and ends it: a last reply where one is owed, never a failure. */
   run(): Effect.Effect<void> {
-    const greeting = this.send(this.r.greeting)
-    const conversation = greeting === undefined ? this.next() : Effect.flatMap(greeting, this.loop)
+    const delay = this.c.greetingDelay
+    // (Not after implicit TLS: a client may send its first command with the end of the handshake.)
+    const conversation = Duration.isZero(delay) || this.ctx.implicitTls || this.refusal !== undefined
+      ? this.greet()
+      : this.greetLate(delay)
     return conversation.pipe(
       Effect.matchCauseEffect({ onSuccess: () => Effect.void, onFailure: (cause) => this.ending(cause) }),
       Effect.onExit((exit) => {
@@ -828,7 +1116,7 @@ class Conversation {
     )
   }
 
-  /** Opens the session, then converses; a refusal of the session is the only reply. */
+  /** Opens the session, then converses; a session the backend refuses gets its refusal, then only QUIT. */
   converse(backend: Backend["Service"]): Effect.Effect<void, never, Connection | Scope.Scope> {
     return Effect.flatMap(Effect.exit(backend.newSession(this.info)), (opened) => {
       if (Exit.isSuccess(opened)) {
@@ -841,8 +1129,11 @@ class Conversation {
       const e = Cause.findErrorOption(cause)
       const refusal = e._tag === "Some" && e.value instanceof SmtpError.SmtpError ? e.value : undefined
       const wire = refusal !== undefined ? this.r.error(refusal) : this.r.unavailable
-      const logged = refusal === undefined ? Effect.logError("backend newSession failed", cause) : Effect.void
-      return Effect.andThen(logged, Effect.ignore(this.transport.write(wire)))
+      if (refusal === undefined) return Effect.andThen(Effect.logError("backend newSession failed", cause), this.farewell(wire))
+      // A 421 closes; any other refusal waits for QUIT (RFC 5321 3.1).
+      if (refusal.code === 421) return this.farewell(wire)
+      this.refuse(wire)
+      return this.run()
     })
   }
 }

@@ -5,6 +5,7 @@
 import type { EnhancedCode } from "../EnhancedCode.ts"
 import { formatReply } from "../Reply.ts"
 import * as SmtpError from "../SmtpError.ts"
+import { lineTooLongError } from "./LineReader.ts"
 import type { ResolvedConfig } from "./ServerConfig.ts"
 
 /** Wire text of a reply; with ENHANCEDSTATUSCODES off, enhanced codes are left out. */
@@ -54,7 +55,9 @@ export const make = (c: ResolvedConfig) => {
     recipientOk: f(250, [2, 1, 5], "Recipient OK"),
     startMailInput: f(354, undefined, "Start mail input; end with <CRLF>.<CRLF>"),
     messageAccepted: f(250, [2, 0, 0], "OK: message accepted"),
-    bdatUnsupported: f(502, [5, 5, 1], "BDAT not supported"),
+    bdatNotNegotiated: f(521, [5, 5, 1], `${d} Error: BDAT without CHUNKING negotiated; closing connection`),
+    bdatMalformed: f(521, [5, 5, 4], `${d} Syntax: BDAT <size> [LAST]; closing connection`),
+    bdatTooLarge: f(552, [5, 3, 4], `${d} Error: BDAT chunk exceeds the message size limit; closing connection`),
     ok: f(250, [2, 0, 0], "OK"),
     startTlsUnsupported: f(502, [5, 5, 1], "STARTTLS not supported"),
     alreadyTls: f(503, [5, 5, 1], "Already running TLS"),
@@ -70,6 +73,13 @@ export const make = (c: ResolvedConfig) => {
     closing: f(221, [2, 0, 0], `${d} Service closing transmission channel`),
     unknownCommand: f(500, [5, 5, 2], "Command not recognized"),
     lineTooLong: f(500, [5, 5, 2], "Line too long"),
+    notSmtp: f(221, [2, 7, 0], `${d} Error: that is not an SMTP command; closing connection`),
+    unauthorizedPipelining: f(
+      554,
+      [5, 5, 0],
+      `${d} Error: SMTP protocol synchronization (input before the reply it must wait for); closing connection`
+    ),
+    refusedSession: f(503, [5, 5, 1], "Error: this session was refused; only QUIT is accepted"),
     localError: e(SmtpError.localError),
     tooManyErrors: f(421, [4, 7, 0], `${d} Error: too many errors`),
     tooManyUnknownCommands: f(421, [4, 7, 0], `${d} Error: too many unrecognized commands`),
@@ -77,7 +87,9 @@ export const make = (c: ResolvedConfig) => {
     timeout: f(421, [4, 4, 2], `${d} Error: timeout exceeded`),
     shuttingDown: f(421, [4, 3, 2], `${d} Service shutting down`),
     internalError: f(421, [4, 3, 0], `${d} Error: internal error, closing connection`),
-    unavailable: f(421, [4, 3, 0], `${d} Service not available, closing transmission channel`)
+    unavailable: f(421, [4, 3, 0], `${d} Service not available, closing transmission channel`),
+    /** Not a reply: what a text body with a line over `maxBodyLineLength` fails with. */
+    bodyLineTooLong: lineTooLongError(c.maxBodyLineLength)
   } as const
 }
 

@@ -40,16 +40,23 @@ const uniqueName = () => {
   return `${Math.floor(now / 1000)}.M${(now % 1000) * 1000}P${process.pid}Q${++counter}.${hostname}`
 }
 
+/** Closes a file handle; a close that fails changes nothing for data already synced, or given up. */
+const close = (h: fs.FileHandle) => Effect.promise(() => h.close().catch(() => undefined))
+
+/** Removes a file if it is there; a failure to (a folder gone, or a file where one was) is no news. */
+const remove = (file: string) => Effect.promise(() => fs.rm(file, { force: true }).catch(() => undefined))
+
 const fsyncDir = (dir: string) =>
   Effect.acquireUseRelease(
     attempt(`cannot open ${dir}`, () => fs.open(dir, "r")),
     (h) => attempt(`cannot sync ${dir}`, () => h.sync()),
-    (h) => Effect.promise(() => h.close())
+    close
   )
 
 /**
  * Writes the body to `dir/new/<id>`, exactly the bytes of the stream. Fails (and leaves no file)
- * if the stream fails or the disk does.
+ * if the stream fails or the disk does: a Maildir gone or not writable, a file where a folder
+ * belongs, a full disk. Every such failure is a `MaildirError`, never a defect.
  */
 export const deliver = <E>(dir: string, body: Stream.Stream<Uint8Array, E>): Effect.Effect<Delivered, E | MaildirError> =>
   Effect.gen(function*() {
@@ -68,10 +75,11 @@ export const deliver = <E>(dir: string, body: Stream.Stream<Uint8Array, E>): Eff
           yield* attempt(`cannot sync ${tmp}`, () => handle.sync())
           return bytes
         }),
-      (handle) => Effect.promise(() => handle.close())
+      close
     ).pipe(Effect.tap(attempt(`cannot move ${tmp} to new/`, () => fs.rename(tmp, final))))
       // Failed, refused or interrupted (shutdown): no half-written file is left in tmp/.
-      .pipe(Effect.onExit((exit) => exit._tag === "Success" ? Effect.void : Effect.promise(() => fs.rm(tmp, { force: true }))))
-    yield* fsyncDir(path.join(dir, "new"))
+      .pipe(Effect.onExit((exit) => exit._tag === "Success" ? Effect.void : remove(tmp)))
+    // Not durable until new/ is synced: then it is not acknowledged either, and not left behind.
+    yield* fsyncDir(path.join(dir, "new")).pipe(Effect.tapError(() => remove(final)))
     return { id, path: final, bytes: written }
   })

@@ -9,6 +9,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
+import * as References from "effect/References"
 import * as Option from "effect/Option"
 import * as Result from "effect/Result"
 import * as CliError from "effect/cli/CliError"
@@ -57,6 +58,9 @@ const serveFlags = {
   maxMessageBytes: Flag.optional(Flag.Int("max-message-bytes").pipe(Flag.withDescription("Default 33554432 (32 MiB)"))),
   maxRecipients: Flag.optional(Flag.Int("max-recipients").pipe(Flag.withDescription("Default 1000"))),
   maxLineLength: Flag.optional(Flag.Int("max-line-length").pipe(Flag.withDescription("Default 2000"))),
+  maxBodyLineLength: Flag.optional(Flag.Int("max-body-line-length").pipe(
+    Flag.withDescription("Longest line of a text message in bytes; 0 for no limit. Default 1048576 (1 MiB)")
+  )),
   maxConnections: Flag.optional(Flag.Int("max-connections").pipe(Flag.withDescription("Default 1000"))),
   readTimeout: Flag.optional(Flag.String("read-timeout").pipe(
     Flag.withDescription("Time for a command or a stalled message body, e.g. 30s. Default 5m")
@@ -80,6 +84,7 @@ const serveFlags = {
   httpAuth: Flag.optional(Flag.String("http-auth").pipe(
     Flag.withDescription("USER:PASSWORD required by the web inbox (HTTP basic authentication)")
   )),
+  trace: flag("trace", "Log every command and reply on stderr (AUTH data redacted, messages as byte counts)"),
   events: Flag.Literals("events", ["json", "none"]).pipe(
     Flag.withDescription("JSON events on stdout (default) or none"),
     Flag.withDefault("json" as const)
@@ -179,11 +184,13 @@ const serve = (input: ServeInput) =>
         maxMessageBytes: some(input.maxMessageBytes),
         maxRecipients: some(input.maxRecipients),
         maxLineLength: some(input.maxLineLength),
+        maxBodyLineLength: some(input.maxBodyLineLength),
         maxConnections: some(input.maxConnections),
         commandTimeout: readTimeout,
         dataTimeout: readTimeout,
         writeTimeout,
         bareLineEndings: input.bareLf,
+        trace: input.trace,
         requireAuth: input.requireAuth,
         allowInsecureAuth: input.allowInsecureAuth,
         extensions: {
@@ -196,7 +203,8 @@ const serve = (input: ServeInput) =>
       }
     }
     // Runs until SIGINT/SIGTERM interrupts it; closing the layer answers 421 to clients.
-    return yield* Layer.launch(withInbox === undefined ? DevServer.layer(options) : withInbox(options))
+    const launched = Layer.launch(withInbox === undefined ? DevServer.layer(options) : withInbox(options))
+    return yield* input.trace ? Effect.provideService(launched, References.MinimumLogLevel, "Debug") : launched
   })
 
 const serveCommand = Command.make("serve", serveFlags, serve).pipe(

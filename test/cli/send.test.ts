@@ -3,6 +3,7 @@
  */
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import * as fs from "node:fs"
+import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import { testCerts } from "../support/certs.ts"
@@ -116,6 +117,44 @@ describe("effect-smtp send", () => {
     assert.deepStrictEqual(r.json!.rejected, [
       { rcpt: "full@example.com", code: 452, enhanced: "4.2.2", message: "Mailbox full" }
     ])
+  })
+
+  it("--starttls required: a server that does not offer STARTTLS, or refuses it (454), is exit 3 with the reason; nothing more goes out in plaintext", async () => {
+    for (const offer of [false, true]) {
+      // A server of its own, as a user's might be: it offers AUTH, and never TLS.
+      const heard: Array<string> = []
+      const server = net.createServer((socket) => {
+        let buffered = ""
+        socket.write("220 mx.test ESMTP\r\n")
+        socket.on("data", (b) => {
+          buffered += b.toString("latin1")
+          let nl: number
+          while ((nl = buffered.indexOf("\r\n")) >= 0) {
+            const line = buffered.slice(0, nl)
+            buffered = buffered.slice(nl + 2)
+            heard.push(line)
+            if (/^EHLO /.test(line)) socket.write(`250-mx.test\r\n250-AUTH PLAIN\r\n${offer ? "250-STARTTLS\r\n" : ""}250 PIPELINING\r\n`)
+            else if (line === "STARTTLS") socket.write("454 4.7.0 TLS not available due to local problem\r\n")
+            else socket.write("250 2.0.0 ok\r\n")
+          }
+        })
+        socket.on("error", () => {})
+      })
+      await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+      const port = (server.address() as net.AddressInfo).port
+      try {
+        const r = await send([
+          "--server", `127.0.0.1:${port}`, "--starttls", "required", "--auth", "alice:s3cret",
+          "--from", "a@example.com", "--to", "b@example.com", messageFile
+        ])
+        assert.strictEqual(r.code, 3, r.stderr)
+        assert.include(r.stderr, offer ? "STARTTLS is required, but the server refused it: 454" : "STARTTLS is required, but the server does not offer it")
+        assert.deepStrictEqual(r.json!.rejected, [])
+        assert.deepStrictEqual(heard, offer ? ["EHLO localhost", "STARTTLS"] : ["EHLO localhost"])
+      } finally {
+        await new Promise((resolve) => server.close(resolve))
+      }
+    }
   })
 
   it("exit 3 when nothing listens, exit 2 on usage errors", async () => {

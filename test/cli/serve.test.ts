@@ -86,6 +86,28 @@ describe("effect-smtp serve", () => {
     assert.deepStrictEqual(fs.readdirSync(path.join(maildir, "tmp")), [])
   })
 
+  it("--trace logs every command and reply on stderr, AUTH data redacted, the message as a byte count", async () => {
+    const { r, listening } = await serve(["--listen", "127.0.0.1:0", "--trace", "--auth", "user:hunter22", "--allow-insecure-auth"])
+    const plain = Buffer.from("\0user\0hunter22").toString("base64")
+    await talk(listening[0]!.address as string, (p) =>
+      Effect.gen(function*() {
+        yield* expectCode(p, "EHLO client.test", 250)
+        yield* expectCode(p, `AUTH PLAIN ${plain}`, 235)
+        yield* expectCode(p, "MAIL FROM:<sender@example.com>", 250)
+        yield* expectCode(p, "RCPT TO:<one@example.com>", 250)
+        yield* expectCode(p, "DATA", 354)
+        yield* expectCode(p, message + ".", 250)
+        yield* expectCode(p, "QUIT", 221)
+      }))
+    await r.waitFor((e) => e.event === "received")
+    const stderr = r.stderr()
+    for (const seen of ["EHLO client.test", "AUTH PLAIN <redacted>", "235 2.7.0 Authentication successful", "MAIL FROM:<sender@example.com>", `<message: ${message.length - 1} bytes>`, "221 2.0.0"]) {
+      assert.include(stderr, seen)
+    }
+    assert.notInclude(stderr, plain)
+    assert.notInclude(stderr, "hunter22")
+  })
+
   it("injects faults at MAIL, RCPT and DATA", async () => {
     const { r, listening } = await serve([
       "--listen", "127.0.0.1:0",

@@ -64,12 +64,15 @@ const encodeChunks = (chunks: ReadonlyArray<Uint8Array>): Uint8Array => {
 /**
  * A whole-buffer reference of RFC 5321 4.5.2 with the bare line ending policies: a line
  * starts only at the beginning or after a real CRLF; there "." CRLF ends the body and any
- * other leading "." is dropped. A CR whose successor is not yet known is held back.
+ * other leading "." is dropped. Under "normalize" a bare line ending made into CRLF starts a
+ * line too, where a leading "." is dropped unless a line break follows it (then the line is
+ * just the dot, which stays). A CR or such a dot whose successor is not yet known is held back.
  */
 const reference = (policy: BareLineEndingPolicy, input: Uint8Array): Decoded => {
   const out: Array<number> = []
   let bare = 0
   let lineStart = true
+  let bareStart = false
   const n = input.length
   const result = (consumed: number, done: boolean): Decoded => ({
     out: text(Uint8Array.from(out)),
@@ -86,6 +89,16 @@ const reference = (policy: BareLineEndingPolicy, input: Uint8Array): Decoded => 
       continue
     }
     lineStart = false
+    if (bareStart && b === DOT) {
+      const next = input[i + 1]
+      if (next === undefined) break // held back
+      if (next !== CR && next !== LF) {
+        i++ // a stuffing dot
+        bareStart = false
+        continue
+      }
+    }
+    bareStart = false
     if (b === CR && i + 1 === n) break // held back
     if (b === CR && input[i + 1] === LF) {
       out.push(CR, LF)
@@ -93,8 +106,12 @@ const reference = (policy: BareLineEndingPolicy, input: Uint8Array): Decoded => 
       lineStart = true
     } else if (b === CR || b === LF) {
       bare++
-      if (policy === "normalize") out.push(CR, LF)
-      else out.push(b)
+      if (policy === "normalize") {
+        out.push(CR, LF)
+        bareStart = true
+      } else {
+        out.push(b)
+      }
       i++
     } else {
       out.push(b)
@@ -378,5 +395,106 @@ describe("DotDecoder", () => {
         })
       }
     })
+  })
+})
+
+describe("DotDecoder under normalize: a bare line ending starts a line", () => {
+  it("the stuffing dot after a bare LF or CR is removed; a line of just a dot keeps it", () => {
+    const cases: ReadonlyArray<readonly [string, string]> = [
+      ["a\n..b\r\n.\r\n", "a\r\n.b\r\n"],
+      ["a\r..b\r\n.\r\n", "a\r\n.b\r\n"],
+      ["a\n.b\r\n.\r\n", "a\r\nb\r\n"],
+      ["a\n.\nb\r\n.\r\n", "a\r\n.\r\nb\r\n"],
+      ["a\n.\r\nb\r\n.\r\n", "a\r\n.\r\nb\r\n"],
+      ["a\r\n.\r.x\r\n.\r\n", "a\r\n\r\nx\r\n"],
+      ["a\n\n..\r\n.\r\n", "a\r\n\r\n.\r\n"]
+    ]
+    // "allow" keeps the bytes: a bare LF is not a line end there, so the dot after it stays.
+    assert.strictEqual(decode("allow", "a\n..b\r\n.\r\n").out, "a\n..b\r\n")
+    for (const [input, out] of cases) {
+      const b = bytes(input)
+      for (const chunks of [[b], oneByteChunks(b), ...[...Array(b.length).keys()].map((i) => split(b, [i]))]) {
+        const r = decodeChunks("normalize", chunks)
+        assert.strictEqual(r.out, out, JSON.stringify(input))
+        assert.isTrue(r.done)
+        assert.strictEqual(r.consumed, b.length)
+      }
+    }
+  })
+})
+
+/** Line lengths of `input` the simple way: any CR or LF ends a line; lines longer than `max`. */
+const longLinesOf = (input: Uint8Array, max: number): number =>
+  text(input).split(/[\r\n]/).filter((line) => line.length > max).length
+
+describe("DotDecoder: line lengths", () => {
+  const lineArb = fc.array(
+    fc.oneof(
+      { arbitrary: fc.constantFrom(CR, LF), weight: 1 },
+      { arbitrary: fc.constantFrom(65, 0, 255, DOT), weight: 6 }
+    ),
+    { maxLength: 120 }
+  ).map((a) => Uint8Array.from(a))
+
+  it("text (no dot-stuffing): counts every line longer than the limit, the last one at finish, whatever the chunking", () => {
+    fc.assert(
+      fc.property(lineArb, chunkingArb, policyArb, fc.integer({ min: 0, max: 12 }), (input, chunking, policy, max) => {
+        const decoder = new DotDecoder(policy, { stuffing: false, maxLineLength: max })
+        for (const c of chunking(input)) assert.isFalse(decoder.decode(c).done)
+        decoder.finish()
+        assert.strictEqual(decoder.longLines, longLinesOf(input, max))
+      }),
+      runs
+    )
+  })
+
+  it("DATA: lines of the body up to the terminator, the stuffing dot counted as sent", () => {
+    for (const chunks of [(b: Uint8Array) => [b], oneByteChunks]) {
+      const count = (s: string, max: number) => {
+        const decoder = new DotDecoder("reject", { maxLineLength: max })
+        for (const c of chunks(bytes(s))) if (decoder.decode(c).done) break
+        return decoder.longLines
+      }
+      assert.strictEqual(count("aaaa\r\nbbb\r\n.\r\n", 3), 1)
+      assert.strictEqual(count("aaa\r\nbbb\r\n.\r\n", 3), 0)
+      assert.strictEqual(count("..ab\r\n.\r\n", 3), 1) // ".ab" after unstuffing, "..ab" on the wire
+      assert.strictEqual(count("aaaa\nbbbb\rcccc\r\n.\r\n", 3), 3)
+      assert.strictEqual(count("x".repeat(100) + "\r\n.\r\n" + "y".repeat(100), 99), 1) // nothing after the end
+    }
+  })
+})
+
+describe("DotDecoder without dot-stuffing (the text of a BDAT message)", () => {
+  it("every byte is content and the input never ends; bare line endings follow the policy", () => {
+    const input = "a\r\n.\r\n..b\nc\rd.\r\n"
+    for (const policy of policies) {
+      for (const chunks of [[bytes(input)], oneByteChunks(bytes(input))]) {
+        const decoder = new DotDecoder(policy, { stuffing: false })
+        const out: Array<Uint8Array> = []
+        for (const c of chunks) {
+          const r = decoder.decode(c)
+          assert.isFalse(r.done)
+          for (const o of r.out) out.push(o.slice())
+        }
+        out.push(...decoder.finish())
+        assert.strictEqual(text(concat(out)), policy === "normalize" ? "a\r\n.\r\n..b\r\nc\r\nd.\r\n" : input)
+        assert.strictEqual(decoder.bareLineEndings, 2)
+      }
+    }
+  })
+
+  it("finish: a CR held back at the very end was bare", () => {
+    for (const policy of policies) {
+      const decoder = new DotDecoder(policy, { stuffing: false })
+      assert.strictEqual(text(concat(decoder.decode(bytes("x\r")).out)), "x")
+      assert.strictEqual(decoder.bareLineEndings, 0)
+      assert.strictEqual(text(concat(decoder.finish())), policy === "normalize" ? "\r\n" : "\r")
+      assert.strictEqual(decoder.bareLineEndings, 1)
+      // and a CRLF split across chunks is not
+      const split = new DotDecoder(policy, { stuffing: false })
+      const out = [...split.decode(bytes("y\r")).out, ...split.decode(bytes("\n")).out, ...split.finish()]
+      assert.strictEqual(text(concat(out)), "y\r\n")
+      assert.strictEqual(split.bareLineEndings, 0)
+    }
   })
 })

@@ -24,6 +24,9 @@ const MIDDLE = 1
 const AFTER_CR = 2
 const AFTER_DOT = 3
 const AFTER_DOT_CR = 4
+const AFTER_BARE = 5
+const AFTER_BARE_DOT = 6
+const DOT_ONLY = Uint8Array.of(DOT)
 
 class ReferenceDecoder {
   private state = LINE_START
@@ -81,6 +84,11 @@ class ReferenceDecoder {
             return { out, consumed: i + 1 - start, done: true }
           }
           bareHeldCr(i)
+          if (this.policy === "normalize") {
+            this.state = AFTER_BARE // this byte starts the normalised line: look at it again
+            i--
+            continue
+          }
           break
         case AFTER_CR:
           if (b === LF) {
@@ -92,13 +100,29 @@ class ReferenceDecoder {
             continue
           }
           bareHeldCr(i)
+          if (this.policy === "normalize") {
+            this.state = AFTER_BARE
+            i--
+            continue
+          }
+          break
+        case AFTER_BARE:
+          if (b === DOT) {
+            flush(i)
+            run = i + 1
+            this.state = AFTER_BARE_DOT
+            continue
+          }
+          break
+        case AFTER_BARE_DOT:
+          if (b === CR || b === LF) out.push(DOT_ONLY)
           break
       }
       if (b === CR) {
         this.state = AFTER_CR
       } else if (b === LF) {
         bare(i)
-        this.state = MIDDLE
+        this.state = this.policy === "normalize" ? AFTER_BARE : MIDDLE
       } else {
         this.state = MIDDLE
       }

@@ -6,7 +6,7 @@ import * as Fiber from "effect/Fiber"
 import * as Stream from "effect/Stream"
 import { TestClock } from "effect/testing"
 import * as fc from "fast-check"
-import { DotEncoder } from "../../src/internal/DotCodec.ts"
+import { DotDecoder, DotEncoder } from "../../src/internal/DotCodec.ts"
 import * as LineReader from "../../src/internal/LineReader.ts"
 import type { SmtpError } from "../../src/SmtpError.ts"
 import type { TransportError } from "../../src/Transport.ts"
@@ -389,6 +389,102 @@ describe("chunkBody", () => {
     Effect.gen(function*() {
       const { reader } = setup(["abc"])
       assert.strictEqual(transportFailure(yield* Effect.flip(collect(reader.chunkBody(4, chunkOptions()).stream))), "Closed")
+    }))
+})
+
+describe("chunkBody of a text message (one decoder for every chunk)", () => {
+  const textChunk = (decoder: DotDecoder, last: boolean): LineReader.TextChunk => ({
+    decoder,
+    last,
+    lineTooLong: LineReader.lineTooLongError(decoder.maxLineLength)
+  })
+
+  it("the chunks of any body, cut anywhere, come out as one text under each policy; a CR at the very end is bare", () =>
+    fc.assert(
+      fc.asyncProperty(bodyArb, fc.nat({ max: 300 }), cutsArb, fc.constantFrom("allow", "normalize", "reject"), (body, at, cuts, policy) => {
+        const first = body.subarray(0, at % (body.length + 1))
+        const second = body.subarray(first.length)
+        const wire = concat([first, second, bytes("NOOP\r\n")])
+        const { reader } = setup(split(wire, cuts))
+        return Effect.runPromise(Effect.gen(function*() {
+          const decoder = new DotDecoder(policy, { stuffing: false })
+          let got = ""
+          for (const [part, last] of [[first, false], [second, true]] as const) {
+            const chunk = reader.chunkBody(part.length, chunkOptions(), textChunk(decoder, last))
+            got += yield* collect(chunk.stream).pipe(Effect.catchTag("SmtpError", () => Effect.succeed("")))
+            yield* chunk.drain
+            if (policy === "reject" && decoder.bareLineEndings > 0) assert.strictEqual(chunk.violation()?.code, 550)
+          }
+          const bare = /\r(?!\n)|(?<!\r)\n/.test(text(body))
+          if (policy !== "reject" || !bare) {
+            assert.strictEqual(got, policy === "normalize" ? text(body).replace(/\r\n|\r|\n/g, "\r\n") : text(body))
+          }
+          assert.strictEqual(decoder.bareLineEndings > 0, bare)
+          assert.strictEqual(yield* reader.readLine, "NOOP")
+        }))
+      }),
+      propRuns
+    ))
+
+  it.effect("a line over the limit: the chunk's verdict is 550 5.6.0, the rest still read", () =>
+    Effect.gen(function*() {
+      const { reader } = setup(["abcdef\r\nxy", "z\r\nQUIT\r\n"])
+      const decoder = new DotDecoder("reject", { stuffing: false, maxLineLength: 5 })
+      const chunk = reader.chunkBody(13, chunkOptions(), textChunk(decoder, true))
+      assert.deepStrictEqual(smtpFailure(yield* Effect.flip(collect(chunk.stream))), [550, [5, 6, 0]])
+      yield* chunk.drain
+      assert.strictEqual(yield* reader.readLine, "QUIT")
+      // The last line counts too, although no line ending closes it.
+      const tail = setup(["ab\r\nabcdefQUIT\r\n"])
+      const d2 = new DotDecoder("reject", { stuffing: false, maxLineLength: 5 })
+      const c2 = tail.reader.chunkBody(10, chunkOptions(), textChunk(d2, true))
+      yield* c2.drain
+      assert.deepStrictEqual(c2.violation()?.enhancedCode, [5, 6, 0])
+    }))
+
+  it.effect("BDAT 0 LAST after a chunk ending in CR: that CR was bare", () =>
+    Effect.gen(function*() {
+      const { reader } = setup(["ab\rQUIT\r\n"])
+      const decoder = new DotDecoder("normalize", { stuffing: false })
+      assert.strictEqual(yield* collect(reader.chunkBody(3, chunkOptions(), textChunk(decoder, false)).stream), "ab")
+      assert.strictEqual(yield* collect(reader.chunkBody(0, chunkOptions(), textChunk(decoder, true)).stream), "\r\n")
+      assert.strictEqual(decoder.bareLineEndings, 1)
+      assert.strictEqual(yield* reader.readLine, "QUIT")
+    }))
+})
+
+describe("buffered input, over-long lines, line endings", () => {
+  it.effect("buffered and bufferedStartsWith look at what is received, without reading", () =>
+    Effect.gen(function*() {
+      const { reader, transport } = setup(["auth plain xyz", "\r\nNOOP\r\n"])
+      assert.strictEqual(reader.buffered(), 0)
+      assert.isFalse(reader.bufferedStartsWith("AUTH "))
+      assert.strictEqual(reader.nextLine(), undefined)
+      yield* reader.fill
+      assert.strictEqual(reader.buffered(), 14)
+      assert.isTrue(reader.bufferedStartsWith("AUTH "))
+      assert.isFalse(reader.bufferedStartsWith("AUTH PLAIN XYZ!"))
+      assert.strictEqual(transport.reads(), 1)
+      assert.strictEqual(yield* reader.readLine, "auth plain xyz")
+      assert.strictEqual(reader.buffered(), 6)
+    }))
+
+  it.effect("skipLine drops the rest of a line however long, up to its LF; past its bound, LineTooLong", () =>
+    Effect.gen(function*() {
+      const { reader } = setup(["x".repeat(600), "y".repeat(600), "zz\nNOOP\r\n"], { maxLineLength: 512 })
+      assert.strictEqual((yield* Effect.flip(reader.readLine))._tag, "LineTooLong")
+      yield* reader.skipLine(10_000)
+      assert.strictEqual(yield* reader.readLine, "NOOP")
+      const bounded = setup(["x".repeat(600), "y".repeat(600), "zz\nNOOP\r\n"], { maxLineLength: 512 })
+      assert.strictEqual((yield* Effect.flip(bounded.reader.skipLine(1000)))._tag, "LineTooLong")
+    }))
+
+  it.effect("lastLineCrlf tells CRLF from a lone LF", () =>
+    Effect.gen(function*() {
+      const { reader } = setup(["a\r\nb\n\r\n\n"])
+      const seen: Array<[string, boolean]> = []
+      for (let i = 0; i < 4; i++) seen.push([yield* reader.readLine, reader.lastLineCrlf()])
+      assert.deepStrictEqual(seen, [["a", true], ["b", false], ["", true], ["", false]])
     }))
 })
 

@@ -127,11 +127,28 @@ describe.each<Net>(["memory", "tcp"])("a 10 MB line without a line end over %s",
       yield* Effect.scoped(servesNormally(s, rec))
     }))
 
-  it.live("inside a message body it is just data: accepted, streamed to the backend", () =>
+  it.live("inside a message body: streamed, then refused after the real end as over maxBodyLineLength (550 5.6.0)", () =>
+    Effect.gen(function*() {
+      let received = 0
+      const { layer, rec } = makeBackend({ data: (body) => Stream.runForEach(body, (c) => Effect.sync(() => void (received += c.length))) })
+      const s = yield* start({ net, backend: layer })
+      const p = yield* s.open()
+      yield* envelope(p)
+      assert.strictEqual(show(yield* p.command("DATA")), "354")
+      for (let sent = 0; sent < tenMegabytes; sent += piece.length) yield* p.write(piece)
+      yield* p.write("\r\n.\r\n")
+      assert.strictEqual(show(yield* p.reply), "550 5.6.0")
+      // The backend's stream failed once the line crossed 1 MiB: nothing was stored.
+      assert.isBelow(received, 2 * 1024 * 1024)
+      assert.strictEqual(rec.messages.length, 0)
+      assert.strictEqual(show(yield* p.command("NOOP")), "250 2.0.0")
+    }))
+
+  it.live("inside a message body with maxBodyLineLength lifted it is just data: accepted, streamed to the backend", () =>
     Effect.gen(function*() {
       let received = 0
       const { layer } = makeBackend({ data: (body) => Stream.runForEach(body, (c) => Effect.sync(() => void (received += c.length))) })
-      const s = yield* start({ net, backend: layer })
+      const s = yield* start({ net, backend: layer, maxBodyLineLength: 0 })
       const p = yield* s.open()
       yield* envelope(p)
       assert.strictEqual(show(yield* p.command("DATA")), "354")

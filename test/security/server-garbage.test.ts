@@ -13,6 +13,7 @@ import * as Effect from "effect/Effect"
 import * as Redacted from "effect/Redacted"
 import * as fc from "fast-check"
 import * as Sasl from "../../src/Sasl.ts"
+import { SmtpError } from "../../src/SmtpError.ts"
 import { makeBackend } from "../support/backend.ts"
 import { testCerts } from "../support/certs.ts"
 import { memoryTls } from "../support/ScriptedServer.ts"
@@ -20,7 +21,7 @@ import { envelope, loopback, type Net, replies, show, start, type StartOptions, 
 import { authConversation, bodyConversation, conversation, foreignProtocol, noise } from "./support/arbitraries.ts"
 import { property, timeoutOf } from "./support/fuzz.ts"
 import { errorLogs, fromLatin1, memoryAttack, openSockets, servesNormally, split, tcpAttack } from "./support/hostile.ts"
-import { acceptedMessages, parseTranscript } from "./support/transcript.ts"
+import { acceptedMessages, parseTranscript, showReply } from "./support/transcript.ts"
 
 const certs = testCerts()
 
@@ -87,8 +88,64 @@ describe("hostile input in memory (virtual time)", () => {
 
   it.effect("DATA and BDAT bodies of every shape inside transactions", () =>
     Effect.gen(function*() {
-      const target = yield* hostileTarget("memory")
+      // Bodies pipelined after DATA get deep only where that is allowed.
+      const target = yield* hostileTarget("memory", { forbidUnauthorizedPipelining: false })
       yield* property("server: body garbage", bodyConversation, memoryCase(target), { runs: 60 })
+    }))
+
+  it.effect("DATA and BDAT bodies of every shape, under the default refusals (pipelining past DATA hangs up)", () =>
+    Effect.gen(function*() {
+      const target = yield* hostileTarget("memory")
+      yield* property("server: body garbage, defaults", bodyConversation, memoryCase(target), { runs: 30 })
+    }))
+
+  it.effect("structured garbage with the Postfix-style refusals off, so that it gets deeper", () =>
+    Effect.gen(function*() {
+      const target = yield* hostileTarget("memory", { refuseNonSmtp: false, forbidUnauthorizedPipelining: false })
+      yield* property("server: structured garbage, lenient", conversation, memoryCase(target), { runs: 60 })
+    }))
+
+  it.effect("bodies under a tight body line limit, bare line endings normalised or allowed", () =>
+    Effect.gen(function*() {
+      for (const bareLineEndings of ["normalize", "allow"] as const) {
+        const target = yield* hostileTarget("memory", { maxBodyLineLength: 40, bareLineEndings, forbidUnauthorizedPipelining: false })
+        yield* property(`server: body garbage, line limit, ${bareLineEndings}`, bodyConversation, memoryCase(target), { runs: 25 })
+      }
+    }))
+
+  it.effect("structured garbage against a server that waits before its greeting, traces everything, and has small limits", () =>
+    Effect.gen(function*() {
+      const { s, rec } = yield* hostileTarget("memory", { greetingDelay: "2 seconds", trace: true, maxLineLength: 200, maxBodyLineLength: 100 })
+      // (No fresh connection after each case: its greeting would wait for the TestClock.)
+      yield* property("server: structured garbage, greeting delay, trace", conversation, (c) =>
+        Effect.gen(function*() {
+          const storedBefore = rec.messages.length
+          const text = yield* memoryAttack(s, split(fromLatin1(c.text), c.cuts), { paced: c.paced })
+          const t = parseTranscript(text, { complete: true, closedByServer: true })
+          assert.deepStrictEqual(t.problems, [], `server said:\n${text.slice(0, 3000)}`)
+          assert.strictEqual(rec.messages.length - storedBefore, acceptedMessages(t))
+          assert.deepStrictEqual(errorLogs(s), [])
+          yield* waitFor(() => Effect.runSync(s.server.activeConnections) === 0)
+          assert.strictEqual(rec.logouts(), rec.sessions.length)
+        }), { runs: 30 })
+    }))
+
+  it.effect("structured garbage against sessions the backend refuses (554): only QUIT, 503 to the rest", () =>
+    Effect.gen(function*() {
+      const { s, rec } = yield* hostileTarget("memory")
+      const refusing = makeBackend({ newSession: () => Effect.fail(SmtpError.of(554, [5, 7, 1], "Not here")) })
+      const r = yield* start({ net: "memory", backend: refusing.layer, refusedSessionTimeout: "5 seconds" })
+      yield* property("server: refused sessions", conversation, (c) =>
+        Effect.gen(function*() {
+          const text = yield* memoryAttack(r, split(fromLatin1(c.text), c.cuts), { paced: c.paced })
+          const t = parseTranscript(text, { complete: true, closedByServer: true })
+          assert.deepStrictEqual(t.problems, [], `server said:\n${text.slice(0, 3000)}`)
+          assert.strictEqual(showReply(t.replies[0]!), "554 5.7.1 Not here")
+          assert.isTrue(t.replies.slice(1).every((x) => ["503 5.5.1", "221 2.0.0", "421 4.4.2", "421 4.7.0", "500 5.5.2"].includes(`${x.code} ${x.enhanced}`)))
+          assert.deepStrictEqual(refusing.rec.messages, [])
+          assert.deepStrictEqual(errorLogs(r), [])
+        }), { runs: 25 })
+      yield* Effect.scoped(servesNormally(s, rec))
     }))
 
   it.effect("structured garbage with lines of up to 1 MB, so huge parameter lists get parsed", () =>
@@ -189,9 +246,26 @@ describe("hostile input at an implicit TLS listener (TCP)", () => {
 
 describe("named attacks, over memory and TCP", () => {
   describe.each<Net>(["memory", "tcp"])("%s", (net) => {
-    it.live("an HTTP request: 500 5.5.2 per line, 421 4.7.0 at the 5th unknown command; nothing in it runs", () =>
+    it.live("an HTTP request: 221 2.7.0 at its first line, and the connection closes; nothing in it runs", () =>
       Effect.gen(function*() {
         const { s, rec } = yield* hostileTarget(net)
+        for (const request of [
+          "GET / HTTP/1.1\r\nHost: mx.example\r\nUser-Agent: curl/8.5.0\r\nAccept: */*\r\n\r\n",
+          "POST /relay HTTP/1.1\r\nHost: mx.example\r\nContent-Length: 24\r\n\r\nMAIL FROM:<a@b.example>\r\n",
+          "CONNECT mx.example:25 HTTP/1.1\r\nHost: mx.example:25\r\n\r\n"
+        ]) {
+          const p = yield* s.open()
+          yield* p.write(request)
+          assert.deepStrictEqual(yield* replies(p, 1), ["221 2.7.0"])
+          assert.isTrue(yield* p.closed)
+        }
+        assert.notInclude(rec.events.join(), "mail:")
+        yield* Effect.scoped(servesNormally(s, rec))
+      }))
+
+    it.live("with refuseNonSmtp off, an HTTP request: 500 5.5.2 per line, 421 4.7.0 at the 5th unknown command; nothing in it runs", () =>
+      Effect.gen(function*() {
+        const { s, rec } = yield* hostileTarget(net, { refuseNonSmtp: false })
         const p = yield* s.open()
         yield* p.write("GET / HTTP/1.1\r\nHost: mx.example\r\nUser-Agent: curl/8.5.0\r\nAccept: */*\r\nConnection: close\r\n\r\n")
         assert.deepStrictEqual(yield* replies(p, 6), ["500 5.5.2", "500 5.5.2", "500 5.5.2", "500 5.5.2", "500 5.5.2", "421 4.7.0"])
@@ -218,23 +292,25 @@ describe("named attacks, over memory and TCP", () => {
         assert.notInclude(rec.events.join(), "mail:")
       }))
 
-    it.live("BDAT with a negative, huge, non-numeric or decorated size: 501 5.5.4; announced bytes are never commands", () =>
+    it.live("BDAT with a negative, huge, non-numeric or decorated size, or a bad argument: 521 5.5.4 and closed; its bytes are never commands", () =>
       Effect.gen(function*() {
-        const { s, rec } = yield* hostileTarget(net, { softErrorLimit: 50 })
-        const p = yield* s.open()
-        yield* p.command("EHLO c.example")
-        const sizes = ["-1", "9999999999999999", "abc", "1e3", "0x10", "+5", "5.0", "", "١٢"]
-        yield* p.write(sizes.map((size) => `BDAT ${size}\r\n`).join("") + "NOOP\r\n")
-        assert.deepStrictEqual(yield* replies(p, sizes.length + 1), [...sizes.map(() => "501 5.5.4"), "250 2.0.0"])
-        // A size followed by a bad argument: refused, and its bytes are read, not run.
-        yield* envelope(p)
+        const { s, rec } = yield* hostileTarget(net)
         const smuggled = "RCPT TO:<victim@example.com>\r\n"
-        yield* p.write(
-          `BDAT ${smuggled.length} LAST extra\r\n${smuggled}BDAT  ${smuggled.length}  FIRST\r\n${smuggled}` +
-            `bdat\t${smuggled.length}\tNOT-LAST\r\n${smuggled}NOOP\r\n`
-        )
-        assert.deepStrictEqual(yield* replies(p, 4), ["501 5.5.4", "501 5.5.4", "501 5.5.4", "250 2.0.0"])
+        const lines = [
+          ...["-1", "9999999999999999", "abc", "1e3", "0x10", "+5", "5.0", "", "١٢"].map((size) => `BDAT ${size}`),
+          `BDAT ${smuggled.length} LAST extra`,
+          `BDAT  ${smuggled.length}  FIRST`,
+          `bdat\t${smuggled.length}\tNOT-LAST`
+        ]
+        for (const line of lines) {
+          const p = yield* s.open()
+          yield* envelope(p)
+          yield* p.write(`${line}\r\n${smuggled}NOOP\r\n`)
+          assert.deepStrictEqual(yield* replies(p, 1), ["521 5.5.4"], line)
+          assert.isTrue(yield* p.closed)
+        }
         assert.notInclude(rec.events, "rcpt:victim@example.com")
+        yield* Effect.scoped(servesNormally(s, rec))
       }))
 
     it.live("AUTH with bad base64: 501 5.5.2 for the initial response and for a reply to a challenge", () =>

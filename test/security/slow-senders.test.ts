@@ -149,7 +149,7 @@ describe("slow senders (virtual time)", () => {
   describe.each(["DATA", "BDAT"] as const)("a %s body", (kind) => {
     const open = (d: Dripper) =>
       d.write(
-        "EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\n" + (kind === "DATA" ? "DATA\r\n" : "BDAT 100000000 LAST\r\n")
+        "EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\n" + (kind === "DATA" ? "DATA\r\n" : "BDAT 30000000 LAST\r\n")
       )
 
     it.effect("dripped a byte at a time is cut off about dataTimeout after it started", () =>

@@ -284,7 +284,7 @@ describe.each<Net>(["memory", "tcp"])("commands over %s", (net) => {
       assert.strictEqual(show(yield* next.command("NOOP")), "250 2.0.0")
     }))
 
-  it.live("newSession: an SmtpError is the reply; another failure or a defect is 421; both close", () =>
+  it.live("newSession: an SmtpError is the reply, then only QUIT (503 to the rest); another failure or a defect is 421 and closes", () =>
     Effect.gen(function*() {
       let mode: "smtp" | "error" | "defect" = "smtp"
       const { layer, rec } = makeBackend({
@@ -300,6 +300,8 @@ describe.each<Net>(["memory", "tcp"])("commands over %s", (net) => {
         mode = m
         const p = yield* s.connect()
         assert.strictEqual(show(yield* p.reply), expected, m)
+        // RFC 5321 3.1: after a 554 greeting the server waits for QUIT.
+        if (m === "smtp") assert.deepStrictEqual(yield* dialog(p, "EHLO c", "MAIL FROM:<a@example.com>", "QUIT"), ["503 5.5.1", "503 5.5.1", "221 2.0.0"])
         assert.isTrue(yield* p.closed, m)
       }
       // The finalizers registered before the failure ran.

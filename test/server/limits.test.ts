@@ -185,7 +185,8 @@ describe.each<Net>(["memory", "tcp"])("limits over %s", (net) => {
   it.live("the hard error limit closes with 421 4.7.0 after the reply that reached it", () =>
     Effect.gen(function*() {
       const { layer } = makeBackend()
-      const s = yield* start({ net, backend: layer, softErrorLimit: 100, hardErrorLimit: 3 })
+      // (Pipelined past DATA, which forbidUnauthorizedPipelining would refuse first.)
+      const s = yield* start({ net, backend: layer, softErrorLimit: 100, hardErrorLimit: 3, forbidUnauthorizedPipelining: false })
       const p = yield* s.open()
       yield* p.write("RCPT TO:<a@example.com>\r\nNOOP\r\nDATA\r\nMAIL FROM:<a@example.com>\r\nNOOP\r\n")
       assert.deepStrictEqual(yield* replies(p, 5), ["503 5.5.1", "250 2.0.0", "503 5.5.1", "503 5.5.1", "421 4.7.0"])

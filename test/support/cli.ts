@@ -19,8 +19,23 @@ export interface Running {
   readonly exited: Promise<number | null>
 }
 
-export const start = (args: ReadonlyArray<string>, options: { readonly cwd?: string } = {}): Running => {
-  const child = spawn(bin, args, { cwd: options.cwd, stdio: ["ignore", "pipe", "pipe"] })
+export interface StartOptions {
+  readonly cwd?: string
+  /** Runs the command under `ulimit -f` (KiB): larger writes fail with EFBIG, as on a full disk. */
+  readonly fileSizeLimitKiB?: number
+  /** Runs the command as this user (the test must run as root). */
+  readonly user?: { readonly uid: number; readonly gid: number }
+}
+
+export const start = (args: ReadonlyArray<string>, options: StartOptions = {}): Running => {
+  const [command, argv] = options.fileSizeLimitKiB === undefined
+    ? [bin, args]
+    : ["bash", ["-c", `ulimit -f ${options.fileSizeLimitKiB} && exec "$0" "$@"`, bin, ...args]]
+  const child = spawn(command, argv, {
+    cwd: options.cwd,
+    stdio: ["ignore", "pipe", "pipe"],
+    ...(options.user === undefined ? {} : { uid: options.user.uid, gid: options.user.gid })
+  })
   const events: Array<Record<string, unknown>> = []
   const waiters: Array<() => void> = []
   let out = ""

@@ -174,7 +174,9 @@ const saslLine = fc.oneof(
   { weight: 3, arbitrary: fc.constantFrom(base64("\0user\0pass"), base64("\0user\0wrong"), base64("user"), base64("pass"), base64("user\0pass")) },
   { weight: 2, arbitrary: fc.constantFrom("!!!!", "a===", "====", "YQ", "YWJj=", "Y W J j", "dXNlcg==\0") },
   { weight: 2, arbitrary: bytes(40) },
-  { weight: 1, arbitrary: repeat("QUFB", 3000, 3300) }
+  { weight: 1, arbitrary: repeat("QUFB", 3000, 3300) },
+  // Past the 12288 limit: dropped and answered (up to twice it), or a hang-up beyond.
+  { weight: 1, arbitrary: repeat("QUFB", 4000, 7000) }
 )
 
 const auth = fc.tuple(
@@ -203,6 +205,13 @@ export const foreignProtocol = fc.constantFrom(
   "PROXY TCP4 192.0.2.1 192.0.2.2 12345 25\r\n",
   "\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c",
   "\x04\x01\x00\x19\x7f\x00\x00\x01\x00"
+)
+
+/** Lines that are not SMTP at all: message headers (content read as commands), HTTP, binary. */
+const notSmtp = fc.oneof(
+  fc.tuple(fc.constantFrom("Subject", "From", "To", "X-Mailer", "Received", "Content-Type", "DKIM-Signature"), fc.constantFrom(": ", ":", " : "), bytes(40))
+    .map(([name, colon, value]) => `${name}${colon}${value}\r\n`),
+  fc.constantFrom("GET /favicon.ico HTTP/1.1\r\n", "HEAD / HTTP/1.0\r\n", "OPTIONS * HTTP/1.1\r\n", "\x16\x03\x01\x02\x00\r\n", "<html>\r\n", "--boundary\r\n")
 )
 
 /** Lines at and around every length limit. */
@@ -238,6 +247,7 @@ const atom = fc.oneof(
   { weight: 3, arbitrary: auth },
   { weight: 3, arbitrary: data },
   { weight: 1, arbitrary: foreignProtocol },
+  { weight: 1, arbitrary: notSmtp },
   { weight: 1, arbitrary: longLine },
   { weight: 1, arbitrary: bytes(200) },
   { weight: 1, arbitrary: fc.constant("QUIT\r\n") }
@@ -260,12 +270,30 @@ export const authConversation = cutUp(
     .map((atoms) => "EHLO c.example\r\n" + atoms.join(""))
 )
 
+/** Lines of every length up to a few hundred bytes (for a tight body line limit), some with a bare line end. */
+const longBodyLines = fc.array(fc.tuple(fc.integer({ min: 0, max: 300 }), lineEnd), { maxLength: 8 })
+  .map((lines) => lines.map(([n, end]) => "L".repeat(n) + end).join(""))
+
+/** BDAT chunks of text with long lines and bare line ends, split across chunks anywhere. */
+const bdatText = fc.tuple(longBodyLines, fc.array(fc.nat(), { maxLength: 4 })).map(([text, cuts]) => {
+  const points = [...new Set(cuts.map((c) => c % (text.length + 1)))].sort((a, b) => a - b)
+  const parts: Array<string> = []
+  let from = 0
+  for (const p of [...points, text.length]) {
+    parts.push(text.slice(from, p))
+    from = p
+  }
+  return parts.map((c, i) => `BDAT ${c.length}${i === parts.length - 1 ? " LAST" : ""}\r\n${c}`).join("")
+})
+
 /** Inside a transaction: DATA and BDAT bodies of every shape, new envelopes in between. */
 export const bodyConversation = cutUp(
   fc.array(
     fc.oneof(
       { weight: 3, arbitrary: data },
       { weight: 3, arbitrary: bdat },
+      { weight: 2, arbitrary: longBodyLines.map((text) => `DATA\r\n${text}\r\n.\r\n`) },
+      { weight: 2, arbitrary: bdatText },
       { weight: 2, arbitrary: fc.constant("MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\n") },
       { weight: 1, arbitrary: fc.constantFrom("MAIL FROM:<a@b.example> BODY=BINARYMIME\r\nRCPT TO:<c@d.example>\r\n", "RSET\r\n") }
     ),

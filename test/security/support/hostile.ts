@@ -174,3 +174,37 @@ export const servesNormally = (s: TestServer, rec: Recorder) =>
 
 /** Log entries at level Error or above: a defect or a failure the server did not expect. */
 export const errorLogs = (s: TestServer) => s.logs.filter((l) => l.level === "ERROR" || l.level === "FATAL")
+
+/** One way of writing a byte string: the chunks, each its own write (and, in memory, its own read). */
+export interface Delivery {
+  readonly name: string
+  readonly chunks: ReadonlyArray<Uint8Array>
+}
+
+/**
+ * The ways the framing tests deliver `text` (one char per byte): in one write, a byte per
+ * write, and cut in two at every point (or at `cutEvery`-th points, for long inputs).
+ */
+export const deliveries = (text: string, options: { readonly cutEvery?: number } = {}): Array<Delivery> => {
+  const bytes = fromLatin1(text)
+  const out: Array<Delivery> = [
+    { name: "one write", chunks: [bytes] },
+    { name: "one byte per write", chunks: Array.from(bytes, (b) => Uint8Array.of(b)) }
+  ]
+  const step = options.cutEvery ?? 1
+  for (let i = 1; i < bytes.length; i += step) out.push({ name: `cut at ${i}`, chunks: split(bytes, [i]) })
+  return out
+}
+
+/** The replies of a transcript as tests compare them: "250 2.0.0", or "250" without an enhanced code. */
+export const codes = (text: string): Array<string> => {
+  const out: Array<string> = []
+  let open = false
+  for (const line of text.split("\r\n")) {
+    const m = /^(\d{3})([ -])(\d\.\d{1,3}\.\d{1,3}(?= |$))?/.exec(line)
+    if (m === null) continue
+    if (!open) out.push(m[3] === undefined ? m[1]! : `${m[1]} ${m[3]}`)
+    open = m[2] === "-"
+  }
+  return out
+}

@@ -28,11 +28,28 @@ export const showReply = (r: WireReply): string =>
 /**
  * The replies a server may close a connection after, as documented: QUIT (221), a timeout
  * (421 4.4.2), too many errors, unknown commands or failed AUTH (421 4.7.0), a line over the
- * limit (500 5.5.2), and the 220 to STARTTLS when the handshake then fails (no reply possible).
+ * limit (500 5.5.2), the 220 to STARTTLS when the handshake then fails (no reply possible), a
+ * line that is not SMTP (221 2.7.0), unauthorised pipelining (554 5.5.0), a BDAT that cannot be
+ * framed (521 5.5.4) or without CHUNKING (521 5.5.1), and a BDAT chunk too large to read (552
+ * 5.3.4, which otherwise does not close: there it says so).
  */
-const closingReplies: ReadonlySet<string> = new Set(["221 2.0.0", "421 4.4.2", "421 4.7.0", "500 5.5.2", "220 2.0.0"])
-
 const key = (r: WireReply) => `${r.code}${r.enhanced === undefined ? "" : ` ${r.enhanced}`}`
+
+const closingReplies: ReadonlySet<string> = new Set([
+  "221 2.0.0",
+  "421 4.4.2",
+  "421 4.7.0",
+  "500 5.5.2",
+  "220 2.0.0",
+  "221 2.7.0",
+  "554 5.5.0",
+  "521 5.5.4",
+  "521 5.5.1"
+])
+
+const isClosingReply = (r: WireReply): boolean =>
+  closingReplies.has(key(r)) || (key(r) === "552 5.3.4" && (r.lines[0] ?? "").endsWith("closing connection"))
+
 
 /**
  * Parses `text` (one char per byte) into replies and lists what is wrong with them.
@@ -82,7 +99,7 @@ export const parseTranscript = (
   if (options.closedByServer) {
     const last = replies.at(-1)
     if (last === undefined) problems.push("the server closed without saying anything")
-    else if (!closingReplies.has(key(last))) problems.push(`the server closed after ${showReply(last)}, not a documented closing reply`)
+    else if (!isClosingReply(last)) problems.push(`the server closed after ${showReply(last)}, not a documented closing reply`)
   }
   return { replies, problems }
 }
