@@ -152,12 +152,23 @@ export class DotDecoder {
         if (p === len) break // the rest of the chunk is line content
         if (carried + p - lineFrom > maxLine) this.longLines++
         carried = 0
-        lineFrom = p + 1
         if (input[p] === CR) {
+          // The usual line end, CRLF and then an ordinary byte: straight on to the next line.
+          const q = p + 2
+          if (q < len && input[p + 1] === LF) {
+            const c = input[q]!
+            if (c !== CR && c !== LF && (c !== DOT || !stuffing)) {
+              lineFrom = q
+              i = q
+              continue
+            }
+          }
+          lineFrom = p + 1
           state = AFTER_CR
           i = p + 1
           continue
         }
+        lineFrom = p + 1
         // A bare LF: keep it, or replace it with CRLF.
         this.bareLineEndings++
         if (normalize) {
