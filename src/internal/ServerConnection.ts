@@ -19,22 +19,30 @@ import type * as Latch from "effect/Latch"
 import * as Metric from "effect/Metric"
 import * as Queue from "effect/Queue"
 import * as Result from "effect/Result"
-import type * as Scope from "effect/Scope"
+import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as Tracer from "effect/Tracer"
 import * as Address from "../Address.ts"
 import type { Address as AddressT } from "../Address.ts"
-import { Backend, Connection, type ConnectionInfo, type MessageBody, type Session } from "../Backend.ts"
+import {
+  Backend,
+  Connection,
+  type ConnectionInfo,
+  type MessageBody,
+  type Session,
+  type XclientAttributes
+} from "../Backend.ts"
 import * as Command from "../Command.ts"
 import * as MailOptions from "../MailOptions.ts"
 import * as Sasl from "../Sasl.ts"
 import * as SmtpError from "../SmtpError.ts"
-import { type Transport, TransportError } from "../Transport.ts"
+import { type Endpoint, type Transport, TransportError } from "../Transport.ts"
 import * as LineReader from "./LineReader.ts"
 import type { ResolvedConfig } from "./ServerConfig.ts"
 import * as Metrics from "./ServerMetrics.ts"
 import { codeOf, isNegative, type ServerReplies } from "./ServerReplies.ts"
 import * as Watchdog from "./Watchdog.ts"
+import * as Xclient from "./Xclient.ts"
 
 export interface ConnectionContext {
   readonly config: ResolvedConfig
@@ -106,11 +114,20 @@ class Conversation {
   readonly mailEnabled: MailOptions.Enabled
   readonly info: ConnectionInfo
   session!: Session
+  backend!: Backend["Service"]
+  /** The connection's scope; with XCLIENT on, each session has a child scope of its own. */
+  scope!: Scope.Scope
+  sessionScope: Scope.Closeable | undefined = undefined
 
   // --- connection state ---
   helo: string | undefined = undefined
   extended = false
   authIdentity: string | undefined = undefined
+  remote: Endpoint | undefined
+  local: Endpoint | undefined
+  /** XCLIENT is offered to this client (its address is in `xclient.trusted`). */
+  readonly xclientAllowed: boolean
+  xclientAttributes: XclientAttributes | undefined = undefined
   authFailures = 0
   errors = 0
   unknownInARow = 0
@@ -168,12 +185,23 @@ class Conversation {
       deliverBy: ext.deliverBy,
       mtPriority: ext.mtPriority
     }
+    this.remote = transport.remoteEndpoint
+    this.local = transport.localEndpoint
+    const peer = transport.remoteEndpoint
+    this.xclientAllowed = c.xclient !== undefined && peer?._tag === "Tcp" && c.xclient.contains(peer.host)
     const self = this
     this.info = {
       id: ctx.id,
       protocol: c.protocol,
-      localEndpoint: transport.localEndpoint,
-      remoteEndpoint: transport.remoteEndpoint,
+      // Getters: XCLIENT may change them.
+      get localEndpoint() {
+        return self.local
+      },
+      get remoteEndpoint() {
+        return self.remote
+      },
+      proxy: transport.proxy,
+      xclient: () => self.xclientAttributes,
       tls: () => transport.tls(),
       helo: () => self.helo,
       authenticatedAs: () => self.authIdentity
@@ -417,6 +445,7 @@ class Conversation {
     if (ext.deliverBy) lines.push("DELIVERBY")
     if (ext.mtPriority) lines.push("MT-PRIORITY")
     if (ext.limits) lines.push(`LIMITS RCPTMAX=${c.maxRecipients}`)
+    if (this.xclientAllowed) lines.push(Xclient.KEYWORD)
     if (c.tls !== undefined && !tls) lines.push("STARTTLS")
     const mechanisms = this.authMechanisms()
     if (mechanisms.length > 0 && this.authIdentity === undefined) lines.push(`AUTH ${mechanisms.join(" ")}`)
@@ -666,8 +695,65 @@ class Conversation {
       case "Quit": // answered by the loop, which then ends the conversation
         return undefined
       case "Unknown":
-        return r.unknownCommand
+        return this.isXclient(cmd) ? this.xclient(cmd.arg) : r.unknownCommand
     }
+  }
+
+  /** XCLIENT is a command only where it is configured; elsewhere it is unknown. */
+  isXclient(cmd: Command.Unknown): boolean {
+    return this.c.xclient !== undefined && Xclient.isVerb(cmd.verb)
+  }
+
+  /**
+   * XCLIENT: a trusted client says whom it speaks for. As Postfix does, the session starts over
+   * as if the client had just connected with those facts: a new backend session and a 220.
+   */
+  xclient(arg: string): Step {
+    const r = this.r
+    if (!this.xclientAllowed) return r.xclientRefused
+    if (this.tx !== undefined) return r.xclientDuringTransaction
+    const parsed = Xclient.parse(arg)
+    if (Result.isFailure(parsed)) return r.format(501, [5, 5, 4], parsed.failure)
+    const a: XclientAttributes = { ...this.xclientAttributes, ...parsed.success }
+    return Effect.gen({ self: this }, function*() {
+      this.xclientAttributes = a
+      this.remote = Xclient.endpoint(this.transport.remoteEndpoint, a.addr, a.port)
+      this.local = Xclient.endpoint(this.transport.localEndpoint, a.destaddr, a.destport)
+      this.helo = Xclient.known(a.helo)
+      this.extended = this.helo !== undefined && a.proto !== "SMTP"
+      this.authIdentity = Xclient.known(a.login)
+      yield* Effect.logInfo("XCLIENT", a)
+      if (this.sessionScope !== undefined) yield* Scope.close(this.sessionScope, Exit.void)
+      const refusal = yield* this.openSession()
+      if (refusal !== undefined) return yield* Effect.fail(new Close(refusal))
+      return r.greeting
+    })
+  }
+
+  /**
+   * Opens the backend's session; the refusal to send (and close) when it cannot be. With
+   * XCLIENT on, the session gets a scope of its own, so that XCLIENT can end it.
+   */
+  openSession(): Effect.Effect<string | undefined> {
+    return Effect.gen({ self: this }, function*() {
+      let scope = this.scope
+      if (this.c.xclient !== undefined) {
+        this.sessionScope = yield* Scope.fork(this.scope)
+        scope = this.sessionScope
+      }
+      // A defect here is answered like any other failure: 421, and the connection closes.
+      const opened = yield* Effect.exit(Scope.provide(this.backend.newSession(this.info), scope))
+      if (Exit.isSuccess(opened)) {
+        this.session = opened.value
+        return undefined
+      }
+      const cause = opened.cause
+      if (Cause.hasInterruptsOnly(cause)) return yield* Effect.interrupt
+      const e = Cause.findErrorOption(cause)
+      const refusal = e._tag === "Some" && e.value instanceof SmtpError.SmtpError ? e.value : undefined
+      if (refusal === undefined) yield* Effect.logError("backend newSession failed", cause)
+      return refusal !== undefined ? this.r.error(refusal) : this.r.unavailable
+    })
   }
 
   // --- the conversation ---
@@ -749,7 +835,7 @@ class Conversation {
       }
     } else {
       const cmd = parsed.success
-      if (cmd._tag === "Unknown") {
+      if (cmd._tag === "Unknown" && !this.isXclient(cmd)) {
         this.unknownInARow++
         if (this.unknownInARow >= c.maxUnknownCommands) {
           const queued = this.send(this.r.unknownCommand)
@@ -805,30 +891,22 @@ export const serve = (transport: Transport, ctx: ConnectionContext): Effect.Effe
     const fiber = yield* Effect.withFiber((fiber) => Effect.succeed(fiber))
     const services = yield* Effect.context<never>()
     const conversation = new Conversation(transport, ctx, watchdog, fiber, services)
-    const backend = yield* Backend
-    yield* Effect.provideService(converse(conversation, backend, transport, ctx), Connection, conversation.info)
+    conversation.backend = yield* Backend
+    conversation.scope = yield* Scope.Scope
+    yield* Effect.provideService(converse(conversation, transport, ctx), Connection, conversation.info)
   })
 
 const converse = (
   conversation: Conversation,
-  backend: Backend["Service"],
   transport: Transport,
   ctx: ConnectionContext
-): Effect.Effect<void, never, Connection | Scope.Scope> =>
+): Effect.Effect<void, never, Connection> =>
   Effect.gen(function*() {
-    // A defect here is answered like any other failure: 421, and the connection closes.
-    const sessionOrError = yield* Effect.exit(backend.newSession(conversation.info))
-    if (Exit.isFailure(sessionOrError)) {
-      const cause = sessionOrError.cause
-      if (Cause.hasInterruptsOnly(cause)) return yield* Effect.interrupt
-      const e = Cause.findErrorOption(cause)
-      const refusal = e._tag === "Some" && e.value instanceof SmtpError.SmtpError ? e.value : undefined
-      if (refusal === undefined) yield* Effect.logError("backend newSession failed", cause)
-      const wire = refusal !== undefined ? ctx.replies.error(refusal) : ctx.replies.unavailable
-      yield* transport.write(wire).pipe(Effect.ignore)
+    const refusal = yield* conversation.openSession()
+    if (refusal !== undefined) {
+      yield* transport.write(refusal).pipe(Effect.ignore)
       return
     }
-    conversation.session = sessionOrError.value
     // Shutdown does not wait for an idle peer's next command (inside a transaction, the loop
     // answers 421 once the transaction is over).
     const unregister = ctx.onShutdown(() => {
