@@ -166,8 +166,7 @@ const parseV1 = (bytes: Uint8Array): ParseResult => {
   }
 }
 
-/** One spelling per address (the form Node reports peers in). */
-const normalize = (host: string) => IpNetworks.fromBytes(IpNetworks.toBytes(host)!)
+const normalize = IpNetworks.normalize
 
 // ---------------------------------------------------------------------------------------------
 // Version 2: signature, version and command, family and transport, length, addresses, TLVs

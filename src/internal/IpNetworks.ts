@@ -13,6 +13,12 @@ export const isIPv4 = (s: string): boolean => ipaddr.IPv4.isValidFourPartDecimal
 
 export const isIPv6 = (s: string): boolean => !s.includes("%") && ipaddr.IPv6.isValid(s)
 
+/** The one spelling of an IPv4 or IPv6 address: dotted quad, or RFC 5952 (as Node reports peers). */
+export const normalize = (s: string): string => {
+  const bytes = toBytes(s)
+  return bytes === undefined ? s : fromBytes(bytes)
+}
+
 /** An address, with an IPv4-mapped IPv6 address as its IPv4 address; undefined if it is none. */
 const parseIp = (s: string): Ip | undefined => {
   if (isIPv4(s)) return ipaddr.IPv4.parse(s)

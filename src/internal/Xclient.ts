@@ -24,7 +24,8 @@ type Key = keyof XclientAttributes
 type Mutable = { -readonly [K in Key]?: XclientAttributes[K] }
 
 const hasControl = (s: string) => /[\u0000-\u001f\u007f]/.test(s)
-const isHostname = (s: string) => s.length <= 255 && /^[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?$/.test(s)
+const isLabel = (l: string) => l.length <= 63 && /^[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?$/.test(l)
+const isHostname = (s: string) => s.length <= 255 && s.split(".").every(isLabel)
 const isPort = (s: string) => /^(?:0|[1-9]\d{0,4})$/.test(s) && Number(s) <= 65535
 
 /** A value's canonical form, or undefined when it is not valid for the attribute. */
@@ -37,7 +38,7 @@ const canonical = (key: Key, v: string): string | undefined => {
     case "addr":
     case "destaddr": {
       const ip = upper.startsWith("IPV6:") ? v.slice(5) : v
-      return IpNetworks.isIPv4(ip) || IpNetworks.isIPv6(ip) ? ip : undefined
+      return IpNetworks.isIPv4(ip) || IpNetworks.isIPv6(ip) ? IpNetworks.normalize(ip) : undefined
     }
     case "port":
     case "destport":
