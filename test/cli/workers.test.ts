@@ -93,12 +93,12 @@ describe("effect-smtp serve --workers", () => {
       assert.include(workers, pidOf(received.find((e) => (e.to as Array<string>)[0] === "unix@example.com")!.id))
 
       // Every client, idle between transactions, is told 421 by its worker.
-      const code = Effect.promise(() => r.stop("SIGTERM"))
+      const stopped = r.stop("SIGTERM")
       for (const p of peers) {
         const reply = yield* p.reply
         assert.strictEqual(`${reply.code} ${reply.enhancedCode?.join(".")}`, "421 4.3.2")
       }
-      assert.strictEqual(yield* code, 0)
+      assert.strictEqual(yield* Effect.promise(() => stopped), 0)
     })).pipe(Effect.provide(NodeTransport.layer)))
     for (const pid of workers) assert.isFalse(alive(pid), `worker ${pid} is gone`)
     assert.isFalse(fs.existsSync(socket))
