@@ -292,8 +292,15 @@ const workerNetwork = Effect.gen(function*() {
   return Network.of({ listen, connect: NodeTransport.connect })
 })
 
-/** Serves as worker `settings.worker` until SIGTERM, SIGINT or the supervisor's disappearance. */
-export const runWorker = (options: DevServer.DevServerOptions, settings: WorkerSettings): Effect.Effect<never, unknown> =>
+/**
+ * Serves as worker `settings.worker` until SIGTERM, SIGINT or the supervisor's disappearance.
+ * `events`: whether to send the supervisor the events it prints (`--events json`).
+ */
+export const runWorker = (
+  options: DevServer.DevServerOptions,
+  settings: WorkerSettings,
+  events: boolean
+): Effect.Effect<never, unknown> =>
   Effect.gen(function*() {
     const listen = options.server.listen.map((spec, i) => {
       const port = settings.ports[i]
@@ -305,7 +312,7 @@ export const runWorker = (options: DevServer.DevServerOptions, settings: WorkerS
     const emit = (event: DevServer.Event) =>
       Effect.sync(() => {
         if (event.event === "listening") listening.push(event)
-        else send({ type: "event", event })
+        else if (events) send({ type: "event", event })
       })
     // The supervisor is gone (killed): shut down as on SIGTERM.
     process.once("disconnect", () => process.kill(process.pid, "SIGTERM"))

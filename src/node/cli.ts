@@ -230,7 +230,7 @@ const serve = (input: ServeInput) =>
         }
       }
     }
-    if (worker !== undefined) return yield* Workers.runWorker(options, worker)
+    if (worker !== undefined) return yield* Workers.runWorker(options, worker, input.events === "json")
     if (input.workers > 1) {
       return yield* Workers.supervise({
         workers: input.workers,
