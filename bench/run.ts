@@ -2,9 +2,9 @@
  * effect-smtp benchmarks against the peer libraries, in one run on one machine, on the package
  * as it ships (dist/, imported the way the README shows). Run with `npm run bench` (see
  * bench/README.md). Options:
- *   --only LIST        suites (server, memory, client) and/or case ids (a, b, c, d, e, idle,
- *                      conns, 1g, client-one, client-pool, client-own, client-own-bdat,
- *                      client-100m), comma-separated; default: every suite
+ *   --only LIST        suites (server, memory, client, workers) and/or case ids (a, b, c, d, e,
+ *                      idle, conns, 1g, client-one, client-pool, client-own, client-own-bdat,
+ *                      client-100m, workers), comma-separated; default: every suite
  *   --reps N           measured runs per case, the median is reported (default 3)
  *   --scale X          multiplies the message and connection counts (default 1; 0.1 for a quick look)
  *   --bundled          also run effect-smtp's server bundled by esbuild, as labelled extra rows
@@ -27,6 +27,7 @@ import { clientCases, clientSuite } from "./suites/client.ts"
 import { memoryCaseIds, memorySuite } from "./suites/memory.ts"
 import { defaultProfiles, profileCase, profileCaseIds } from "./suites/profile.ts"
 import { serverCases, serverSuite } from "./suites/server.ts"
+import { workersCaseIds, workersSuite } from "./suites/workers.ts"
 
 // A bare `--profile` (no list after it) means the default profiles.
 const argv = process.argv.slice(2).flatMap((a, i, all) =>
@@ -50,7 +51,8 @@ const list = (s: string) => s.split(",").map((x) => x.trim()).filter((x) => x !=
 const suiteCases: Readonly<Record<string, ReadonlyArray<string>>> = {
   server: serverCases(1).map((c) => c.id),
   memory: memoryCaseIds,
-  client: clientCases(1).map((c) => c.id)
+  client: clientCases(1).map((c) => c.id),
+  workers: workersCaseIds
 }
 const allIds = Object.values(suiteCases).flat()
 const only = values.only !== undefined ? list(values.only) : values.profile !== undefined ? [] : Object.keys(suiteCases)
@@ -129,6 +131,11 @@ if (suiteCases.memory!.some(selected)) {
   const r = await memorySuite({ ours: programs.ours, oursIndex: programs.oursIndex, peer: programs.peer, holder: programs.holder, extra }, options)
   rows.push(...r.rows)
   raw.memory = r.raw
+}
+if (suiteCases.workers!.some(selected)) {
+  const r = await workersSuite(root, options)
+  rows.push(...r.rows)
+  raw.workers = r.raw
 }
 if (suiteCases.client!.some(selected)) {
   const r = await clientSuite({ ours: programs.client, peer: programs.nodemailer, server: programs.ours }, options)

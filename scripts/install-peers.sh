@@ -19,6 +19,8 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 # The mail queue's stores; the tests run private instances (test/queue/support/).
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
+# HAProxy in front of the server, sending the PROXY protocol (a private instance per test).
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 # A real browser for the web inbox's page tests (driven by playwright-core, headless).
 [ -x /usr/bin/chromium ] || need+=(chromium)
 
@@ -34,7 +36,7 @@ else
   sudo=()
 fi
 export DEBIAN_FRONTEND=noninteractive
-# postfix and dovecot are wanted for private instances the tests start themselves (and
+# postfix, dovecot and haproxy are wanted for private instances the tests start themselves (and
 # smtp-source/smtp-sink), redis and postgresql for the queue's stores: their system services are
 # never started. Where no policy says so already, a temporary
 # policy-rc.d tells the packages' install scripts not to start them.

@@ -12,6 +12,7 @@ import type * as Scope from "effect/Scope"
 import type * as Stream from "effect/Stream"
 import type { Address } from "./Address.ts"
 import type { MailOptions, RcptOptions } from "./MailOptions.ts"
+import type { ProxyInfo } from "./ProxyProtocol.ts"
 import type { SaslServerMechanisms } from "./Sasl.ts"
 import type { SmtpError } from "./SmtpError.ts"
 import type { Endpoint, TlsState, TransportError } from "./Transport.ts"
@@ -21,14 +22,49 @@ export interface ConnectionInfo {
   /** Unique within this server process. */
   readonly id: string
   readonly protocol: "smtp" | "lmtp"
+  /**
+   * The address the client connected to: behind a PROXY protocol listener the one at the
+   * proxy; after XCLIENT DESTADDR/DESTPORT, those.
+   */
   readonly localEndpoint: Endpoint | undefined
+  /**
+   * The client: behind a PROXY protocol listener the client the proxy spoke for; after XCLIENT
+   * ADDR/PORT, those (undefined for ADDR=[UNAVAILABLE], port 0 when only ADDR was given).
+   */
   readonly remoteEndpoint: Endpoint | undefined
+  /** The PROXY protocol header the connection started with, and the proxy's own address. */
+  readonly proxy?: ProxyInfo | undefined
+  /** What a trusted client said with XCLIENT, once it has. */
+  readonly xclient?: (() => XclientAttributes | undefined) | undefined
   /** The TLS session, after STARTTLS or on an implicit TLS listener. */
   readonly tls: () => TlsState | undefined
   /** The name the client gave in HELO, EHLO or LHLO. */
   readonly helo: () => string | undefined
   /** The identity that AUTH established, if any. */
   readonly authenticatedAs: () => string | undefined
+}
+
+/**
+ * Attributes a trusted client set with XCLIENT (Postfix's extension), as it sent them once
+ * xtext-decoded; each stays until set again. `[UNAVAILABLE]` and `[TEMPUNAVAIL]` are given in
+ * upper case. HELO, LOGIN, ADDR/PORT and DESTADDR/DESTPORT also become `helo()`,
+ * `authenticatedAs()`, `remoteEndpoint` and `localEndpoint`.
+ */
+export interface XclientAttributes {
+  /** The client's host name, `[UNAVAILABLE]` (lookup failed) or `[TEMPUNAVAIL]` (failed for now). */
+  readonly name?: string | undefined
+  /** Its IPv4 or IPv6 address (without the `IPV6:` prefix), or `[UNAVAILABLE]`. */
+  readonly addr?: string | undefined
+  /** Its TCP port, or `[UNAVAILABLE]`. */
+  readonly port?: string | undefined
+  readonly proto?: "SMTP" | "ESMTP" | undefined
+  /** Its HELO name, or `[UNAVAILABLE]`. */
+  readonly helo?: string | undefined
+  /** The SASL login name it authenticated with, or `[UNAVAILABLE]` (none). */
+  readonly login?: string | undefined
+  /** The address and port it connected to. */
+  readonly destaddr?: string | undefined
+  readonly destport?: string | undefined
 }
 
 /** The current connection, available to every session operation. */

@@ -22,7 +22,9 @@ import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Queue from "effect/Queue"
+import * as Result from "effect/Result"
 import type * as Scope from "effect/Scope"
+import * as ProxyListener from "./internal/ProxyListener.ts"
 import {
   type ConnectOptions,
   type Endpoint,
@@ -252,8 +254,27 @@ export function pair(options?: PairOptions): Effect.Effect<readonly [client: Tra
 
 interface Registration {
   readonly endpoint: Endpoint
-  readonly queue: Queue.Queue<Transport, TransportError>
+  /** Hands a new connection to the listener; false when it no longer accepts. */
+  readonly offer: (server: Transport) => boolean
   readonly tls: TlsServerOptions | undefined
+}
+
+/** `t`, whose next read returns `rest` first (bytes read with a PROXY header); an upgrade drops them. */
+const withPrefix = (t: Transport, rest: Uint8Array): Transport => {
+  let prefix: Uint8Array | undefined = rest
+  return {
+    ...t,
+    read: Effect.suspend(() => {
+      if (prefix === undefined) return t.read
+      const p = prefix
+      prefix = undefined
+      return Effect.succeed(p)
+    }),
+    upgradeTls: (options) => {
+      prefix = undefined // unread plaintext never survives an upgrade
+      return t.upgradeTls(options)
+    }
+  }
 }
 
 const wildcardHosts = new Set(["0.0.0.0", "::", ""])
@@ -296,12 +317,37 @@ export const makeNetwork: Effect.Effect<Network["Service"]> = Effect.sync(() => 
       if (listeners.has(key)) {
         return yield* new TransportError({ reason: "Listen", message: `cannot listen on ${key}: address in use` })
       }
+      if (options.reusePort === true && endpoint._tag === "Unix") {
+        return yield* new TransportError({ reason: "Listen", message: `cannot listen on ${key}: reusePort is for TCP listeners` })
+      }
+      const proxy = options.proxyProtocol === undefined ? undefined : ProxyListener.make(options.proxyProtocol)
+      if (proxy !== undefined && Result.isFailure(proxy)) return yield* ProxyListener.listenError(endpoint, proxy.failure)
       const queue = yield* Queue.unbounded<Transport, TransportError>()
-      const registration: Registration = { endpoint, queue, tls: options.tls }
+      // PROXY headers are read with the listener's services (its clock, its logger).
+      const context = yield* Effect.context<never>()
+      const pending = new Set<() => void>()
+      let open = true
+      const acceptor = proxy?.success
+      const offer = acceptor === undefined ? (t: Transport) => Queue.offerUnsafe(queue, t) : (t: Transport) => {
+        if (!open) return false
+        const fiber = Effect.runForkWith(context)(
+          Effect.flatMap(
+            acceptor.accept(t, (rest) => withPrefix(t, rest)),
+            (a) => a === undefined || Queue.offerUnsafe(queue, a) ? Effect.void : a.close
+          )
+        )
+        const cancel = () => fiber.interruptUnsafe()
+        pending.add(cancel)
+        fiber.addObserver(() => pending.delete(cancel))
+        return true
+      }
+      const registration: Registration = { endpoint, offer, tls: options.tls }
       listeners.set(key, registration)
       yield* Effect.addFinalizer(() =>
         Effect.gen(function*() {
+          open = false
           if (listeners.get(key) === registration) listeners.delete(key)
+          for (const cancel of pending) cancel()
           for (const t of yield* Queue.clear(queue)) yield* t.close
           yield* Queue.fail(queue, new TransportError({ reason: "Closed", message: `listener ${key} closed` }))
         }).pipe(Effect.orDie)
@@ -333,7 +379,7 @@ export const makeNetwork: Effect.Effect<Network["Service"]> = Effect.sync(() => 
           : undefined
       }
       const [client, server] = yield* makePair(pairOptions)
-      if (!Queue.offerUnsafe(registration.queue, server)) {
+      if (!registration.offer(server)) {
         return yield* new TransportError({ reason: "Connect", message: `cannot connect to ${formatEndpoint(target)}: connection refused` })
       }
       return client

@@ -15,11 +15,13 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Queue from "effect/Queue"
+import * as Result from "effect/Result"
 import type * as Scope from "effect/Scope"
 import * as fs from "node:fs"
 import * as net from "node:net"
 import { dirname, join } from "node:path"
 import type * as tls from "node:tls"
+import * as ProxyListener from "./internal/ProxyListener.ts"
 import * as UnixSocketAccess from "./internal/UnixSocketAccess.ts"
 import {
   type ConnectOptions,
@@ -251,6 +253,19 @@ const makeConn = (socket: net.Socket, role: "server" | "client", options: MakeOp
   new NodeConnection(socket, role, options)
 
 /**
+ * A connection, and `unread`, which puts bytes back in front of what the next `read` returns
+ * (what came after a PROXY header in the same chunk).
+ */
+const makeConnection = (
+  socket: net.Socket,
+  role: "server" | "client",
+  options: MakeOptions
+): { readonly transport: Transport; readonly unread: (bytes: Uint8Array) => void } => {
+  const connection = new NodeConnection(socket, role, options)
+  return { transport: connection, unread: (bytes) => connection.unread(bytes) }
+}
+
+/**
  * One connection, as an object rather than a closure per operation: a server holds thousands
  * of them. The Transport's functions are own properties (a copy made with `{ ...transport }`
  * keeps working); everything else is on the prototype.
@@ -434,6 +449,12 @@ class NodeConnection implements Transport {
     waiters.clear()
   }
 
+  /** Puts bytes back in front of what the next `read` returns. */
+  unread(bytes: Uint8Array) {
+    this.ahead.unshift(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length))
+    this.aheadBytes += bytes.length
+  }
+
   attach(s: net.Socket) {
     s.on("end", this.onEnd).on("error", this.onError).on("close", this.onClose)
     // Reading starts with the first read.
@@ -603,7 +624,12 @@ const listenError = (endpoint: Endpoint, cause: unknown) =>
 
 const isAbstract = (path: string) => path.startsWith("\0")
 
-const bind = (server: net.Server, endpoint: Endpoint, backlog: number | undefined): Effect.Effect<void, unknown> =>
+interface BindOptions {
+  readonly backlog?: number | undefined
+  readonly reusePort?: boolean | undefined
+}
+
+const bind = (server: net.Server, endpoint: Endpoint, options: BindOptions): Effect.Effect<void, unknown> =>
   Effect.callback((resume) => {
     const onError = (cause: unknown) => {
       server.off("listening", onListening)
@@ -614,8 +640,13 @@ const bind = (server: net.Server, endpoint: Endpoint, backlog: number | undefine
       resume(Effect.void)
     }
     server.once("error", onError).once("listening", onListening)
-    const b = backlog !== undefined ? { backlog } : {}
-    server.listen(endpoint._tag === "Unix" ? { path: endpoint.path, ...b } : { host: endpoint.host, port: endpoint.port, ...b })
+    const b = options.backlog !== undefined ? { backlog: options.backlog } : {}
+    // `exclusive`: in a cluster worker too, this process binds its own socket (else the cluster
+    // primary would, once for all, and SO_REUSEPORT would spread nothing).
+    const reuse = options.reusePort === true ? { reusePort: true, exclusive: true } : {}
+    server.listen(
+      endpoint._tag === "Unix" ? { path: endpoint.path, ...b } : { host: endpoint.host, port: endpoint.port, ...b, ...reuse }
+    )
     return Effect.sync(() => {
       server.off("error", onError).off("listening", onListening)
       server.close()
@@ -682,7 +713,7 @@ const bindUnixWithAccess = (
     yield* checkFreeForSocket(path)
     const staging = yield* Effect.try(() => fs.mkdtempSync(join(dirname(path), ".sock-")))
     const staged = join(staging, "s")
-    yield* bind(server, { _tag: "Unix", path: staged }, backlog).pipe(
+    yield* bind(server, { _tag: "Unix", path: staged }, { backlog }).pipe(
       Effect.andThen(Effect.try(() => {
         fs.chmodSync(staged, mode)
         if (uid !== -1 || gid !== -1) fs.chownSync(staged, uid, gid)
@@ -691,6 +722,154 @@ const bindUnixWithAccess = (
       Effect.tapError(() => Effect.sync(() => server.close())),
       Effect.ensuring(Effect.sync(() => fs.rmSync(staging, { recursive: true, force: true })))
     )
+  })
+
+/** What {@link listenSockets} binds. */
+export interface SocketListenOptions {
+  readonly endpoint: Endpoint
+  readonly unix?: Access | undefined
+  readonly backlog?: number | undefined
+  readonly reusePort?: boolean | undefined
+  /** Nothing is read from a connection before its taker reads (Node's `pauseOnConnect`). Default true. */
+  readonly pauseOnConnect?: boolean | undefined
+}
+
+/**
+ * Binds a listening socket and hands every connection to `onConnection` as a raw `net.Socket`:
+ * for a process that passes connections on to others (see {@link adopt}). Returns the bound
+ * address (with the real port when 0 was asked for). The scope owns the listening socket:
+ * closing it stops accepting and removes a Unix socket file. Unix sockets: a stale socket file
+ * is replaced, a live one is an error; with `unix` the socket appears with its mode and owner set.
+ */
+export const listenSockets = (
+  options: SocketListenOptions,
+  onConnection: (socket: net.Socket) => void
+): Effect.Effect<Endpoint, TransportError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const endpoint = options.endpoint
+    if (endpoint._tag === "Unix" && options.reusePort === true) {
+      return yield* listenError(endpoint, "reusePort is for TCP listeners (a Unix socket path has one listener)")
+    }
+    const server = net.createServer({ pauseOnConnect: options.pauseOnConnect ?? true })
+    server.on("error", ignore) // after listening: accept errors (EMFILE...) land here; the server keeps listening
+    const bindOptions: BindOptions = { backlog: options.backlog, reusePort: options.reusePort }
+    yield* Effect.acquireRelease(
+      (endpoint._tag === "Unix" && options.unix !== undefined
+        ? bindUnixWithAccess(server, endpoint.path, options.backlog, options.unix)
+        : bind(server, endpoint, bindOptions)).pipe(
+        Effect.catch((cause) =>
+          endpoint._tag === "Unix" && options.unix === undefined && errorCode(cause) === "EADDRINUSE" &&
+            isSocketFile(endpoint.path)
+            ? Effect.flatMap(unixSocketAlive(endpoint.path), (alive) => {
+              if (alive) return Effect.fail(cause)
+              removeSocketFile(endpoint.path) // stale: left by a process that died
+              return bind(server, endpoint, bindOptions)
+            })
+            : Effect.fail(cause)
+        ),
+        Effect.mapError((cause) => listenError(endpoint, cause))
+      ),
+      () =>
+        Effect.sync(() => {
+          server.close() // the port (or socket file) is released now; accepted connections live on
+          if (endpoint._tag === "Unix") removeSocketFile(endpoint.path)
+        })
+    )
+    server.on("connection", onConnection)
+    const address = server.address()
+    return endpoint._tag === "Unix" || address === null || typeof address === "string"
+      ? endpoint
+      : { _tag: "Tcp", host: address.address, port: address.port } satisfies Endpoint
+  })
+
+/**
+ * Accepted sockets to `Transport`s: implicit TLS handshakes and PROXY headers first, then the
+ * queue `accept` takes from. Its finalizer stops everything not yet taken.
+ */
+const makeAcceptor = (options: ListenOptions) =>
+  Effect.gen(function*() {
+    const endpoint = options.endpoint
+    const tlsOptions = options.tls
+    if (tlsOptions !== undefined) {
+      // Fail now on bad certificates, not on the first connection.
+      yield* Effect.try({ try: () => handshakeServer(tlsOptions), catch: (cause) => listenError(endpoint, cause) })
+    }
+    const proxy = options.proxyProtocol === undefined ? undefined : ProxyListener.make(options.proxyProtocol)
+    if (proxy !== undefined && Result.isFailure(proxy)) return yield* listenError(endpoint, proxy.failure)
+    const proxyAcceptor = proxy?.success
+    const queue = yield* Queue.unbounded<Transport, TransportError>()
+    // Connections not yet accepted (handshakes, PROXY headers): how to abandon each.
+    const pending = new Set<() => void>()
+    const maxPending = options.maxHandshakes ?? Number.POSITIVE_INFINITY
+    const context = yield* Effect.context<never>()
+    let accepting = true
+    // Where the listener is bound: set once bound (Unix connections have it as their local endpoint).
+    let bound: Endpoint = endpoint
+
+    yield* Effect.addFinalizer(() =>
+      Effect.gen(function*() {
+        accepting = false
+        for (const cancel of pending) cancel()
+        pending.clear()
+        for (const t of yield* Queue.clear(queue)) yield* t.close // destroyed at once: nobody wrote
+        yield* Queue.fail(queue, new TransportError({ reason: "Closed", message: `listener ${formatEndpoint(bound)} closed` }))
+      }).pipe(Effect.orDie)
+    )
+
+    const offer = (t: Transport): Effect.Effect<void> => accepting && Queue.offerUnsafe(queue, t) ? Effect.void : t.close
+
+    // PROXY header first (read with the listener's services: its clock, its logger), then TLS.
+    const acceptProxied = (acceptor: ProxyListener.Acceptor, socket: net.Socket, endpoints: MakeOptions) => {
+      const { transport, unread } = makeConnection(socket, "server", endpoints)
+      const accepted = acceptor.accept(transport, (rest) => {
+        unread(rest)
+        return transport
+      }).pipe(
+        Effect.flatMap((t) =>
+          t === undefined || tlsOptions === undefined ? Effect.succeed(t) : t.upgradeTls({ role: "server", tls: tlsOptions }).pipe(
+            Effect.as(t),
+            // A failed handshake is the client's problem.
+            Effect.catch(() => Effect.as(t.close, undefined))
+          )
+        ),
+        Effect.flatMap((t) => t === undefined ? Effect.void : offer(t))
+      )
+      const fiber = Effect.runForkWith(context)(accepted)
+      const cancel = () => fiber.interruptUnsafe()
+      pending.add(cancel)
+      fiber.addObserver(() => pending.delete(cancel))
+    }
+
+    const onSocket = (socket: net.Socket) => {
+      if (!accepting) return void socket.destroy()
+      socket.on("error", ignore)
+      const endpoints: MakeOptions = bound._tag === "Unix"
+        ? { localEndpoint: bound }
+        : { localEndpoint: tcpEndpoint(socket.localAddress, socket.localPort), remoteEndpoint: tcpEndpoint(socket.remoteAddress, socket.remotePort) }
+      if (tlsOptions === undefined && proxyAcceptor === undefined) {
+        if (!accepting || !Queue.offerUnsafe(queue, makeConn(socket, "server", endpoints))) socket.destroy()
+        return
+      }
+      if (pending.size >= maxPending) return void socket.destroy()
+      if (proxyAcceptor !== undefined) return acceptProxied(proxyAcceptor, socket, endpoints)
+      const cancel = serverHandshake(socket, tlsOptions!, (result) => {
+        pending.delete(cancel)
+        // A failed handshake is the client's problem: the socket is already destroyed.
+        if (!("socket" in result)) return
+        if (!accepting || !Queue.offerUnsafe(queue, makeConn(result.socket, "server", endpoints))) result.socket.destroy()
+      })
+      pending.add(cancel)
+    }
+
+    return {
+      onSocket,
+      // A socket the caller reads first (TLS through a PROXY header) is taken paused.
+      pauseOnConnect: tlsOptions === undefined || proxyAcceptor !== undefined,
+      listener: (at: Endpoint): Listener => {
+        bound = at
+        return { endpoint: at, implicitTls: tlsOptions !== undefined, accept: Queue.take(queue) }
+      }
+    }
   })
 
 /**
@@ -703,84 +882,28 @@ const bindUnixWithAccess = (
  * (t) => t.close)`).
  *
  * With `tls`, the handshake is done before `accept` returns the connection; a connection whose
- * handshake fails is dropped silently. Unix socket: a stale socket file (nothing listening) is
- * replaced; a live one is an error ("Listen"). With `unix` access options the socket appears at
- * its path with its mode, owner and group already set.
+ * handshake fails is dropped silently. With `proxyProtocol`, so is one whose PROXY header does
+ * not come, or not from a trusted proxy; the header comes before the TLS handshake. Unix socket:
+ * a stale socket file (nothing listening) is replaced; a live one is an error ("Listen"). With
+ * `unix` access options the socket appears at its path with its mode, owner and group already
+ * set. With `reusePort`, other processes may listen on the same TCP address and port.
  */
 export const listen = (options: ListenOptions): Effect.Effect<Listener, TransportError, Scope.Scope> =>
   Effect.gen(function*() {
-    const endpoint = options.endpoint
-    const tlsOptions = options.tls
-    if (tlsOptions !== undefined) {
-      // Fail now on bad certificates, not on the first connection.
-      yield* Effect.try({ try: () => handshakeServer(tlsOptions), catch: (cause) => listenError(endpoint, cause) })
-    }
-    const queue = yield* Queue.unbounded<Transport, TransportError>()
-    const handshaking = new Set<() => void>()
-    let accepting = true
-
-    // pauseOnConnect: nothing is read from a connection before its first `read`.
-    const server = net.createServer({ pauseOnConnect: tlsOptions === undefined })
-    server.on("error", ignore) // after listening: accept errors (EMFILE...) land here; the server keeps listening
-
-    yield* Effect.acquireRelease(
-      (endpoint._tag === "Unix" && options.unix !== undefined
-        ? bindUnixWithAccess(server, endpoint.path, options.backlog, options.unix)
-        : bind(server, endpoint, options.backlog)).pipe(
-        Effect.catch((cause) =>
-          endpoint._tag === "Unix" && options.unix === undefined && errorCode(cause) === "EADDRINUSE" &&
-            isSocketFile(endpoint.path)
-            ? Effect.flatMap(unixSocketAlive(endpoint.path), (alive) => {
-              if (alive) return Effect.fail(cause)
-              removeSocketFile(endpoint.path) // stale: left by a process that died
-              return bind(server, endpoint, options.backlog)
-            })
-            : Effect.fail(cause)
-        ),
-        Effect.mapError((cause) => listenError(endpoint, cause))
-      ),
-      () =>
-        Effect.gen(function*() {
-          accepting = false
-          server.close() // the port (or socket file) is released now; owned connections live on
-          if (endpoint._tag === "Unix") removeSocketFile(endpoint.path)
-          for (const cancel of handshaking) cancel()
-          handshaking.clear()
-          for (const t of yield* Queue.clear(queue)) yield* t.close // destroyed at once: nobody wrote
-          yield* Queue.fail(queue, new TransportError({ reason: "Closed", message: `listener ${formatEndpoint(endpoint)} closed` }))
-        }).pipe(Effect.orDie)
-    )
-
-    const address = server.address()
-    const bound: Endpoint = endpoint._tag === "Unix" || address === null || typeof address === "string"
-      ? endpoint
-      : { _tag: "Tcp", host: address.address, port: address.port }
-
-    server.on("connection", (socket: net.Socket) => {
-      if (!accepting) return void socket.destroy()
-      socket.on("error", ignore)
-      const endpoints: MakeOptions = endpoint._tag === "Unix"
-        ? { localEndpoint: bound }
-        : { localEndpoint: tcpEndpoint(socket.localAddress, socket.localPort), remoteEndpoint: tcpEndpoint(socket.remoteAddress, socket.remotePort) }
-      const offer = (s: net.Socket) => {
-        if (!accepting || !Queue.offerUnsafe(queue, makeConn(s, "server", endpoints))) s.destroy()
-      }
-      if (tlsOptions === undefined) return offer(socket)
-      if (handshaking.size >= (options.maxHandshakes ?? Number.POSITIVE_INFINITY)) return void socket.destroy()
-      const cancel = serverHandshake(socket, tlsOptions, (result) => {
-        handshaking.delete(cancel)
-        // A failed handshake is the client's problem: the socket is already destroyed.
-        if ("socket" in result) offer(result.socket)
-      })
-      handshaking.add(cancel)
-    })
-
-    return {
-      endpoint: bound,
-      implicitTls: tlsOptions !== undefined,
-      accept: Queue.take(queue)
-    } satisfies Listener
+    const acceptor = yield* makeAcceptor(options)
+    const bound = yield* listenSockets({ ...options, pauseOnConnect: acceptor.pauseOnConnect }, acceptor.onSocket)
+    return acceptor.listener(bound)
   })
+
+/**
+ * A listener for connections that another process accepted and sent here (Node's
+ * `subprocess.send(message, socket)`; see {@link listenSockets}): give each socket to
+ * `handOver`. Everything else is as {@link listen}: TLS, PROXY headers, `accept`, closing.
+ */
+export const adopt = (
+  options: ListenOptions
+): Effect.Effect<{ readonly listener: Listener; readonly handOver: (socket: net.Socket) => void }, TransportError, Scope.Scope> =>
+  Effect.map(makeAcceptor(options), (acceptor) => ({ listener: acceptor.listener(options.endpoint), handOver: acceptor.onSocket }))
 
 // ---------------------------------------------------------------------------------------------
 // Connecting

@@ -24,7 +24,7 @@ import * as ServerReplies from "./internal/ServerReplies.ts"
 import * as Watchdog from "./internal/Watchdog.ts"
 import { type Endpoint, formatEndpoint, type Listener, Network, type Transport, TransportError } from "./Transport.ts"
 
-export type { Extensions, ListenSpec, ServerOptions } from "./internal/ServerConfig.ts"
+export type { Extensions, ListenSpec, ServerOptions, XclientOptions } from "./internal/ServerConfig.ts"
 export { defaultExtensions } from "./internal/ServerConfig.ts"
 
 /** One bound listener, as clients see it. */
@@ -57,7 +57,10 @@ const hostOf = (e: Endpoint | undefined) => e?._tag === "Tcp" ? e.host : undefin
 export const make = Effect.fnUntraced(function*(
   options: ServerConfig.ServerOptions
 ): Effect.fn.Return<SmtpServer["Service"], TransportError, Backend | Network | Scope.Scope> {
-  const c = ServerConfig.resolve(options)
+  const c = yield* Effect.try({
+    try: () => ServerConfig.resolve(options),
+    catch: (e) => new TransportError({ reason: "Listen", message: (e as Error).message })
+  })
   const network = yield* Network
   const shutdown = yield* Latch.make(false)
   const connections = yield* FiberSet.make<void, never>()
@@ -101,8 +104,10 @@ export const make = Effect.fnUntraced(function*(
       endpoint: spec.endpoint,
       unix: spec.unix,
       tls: spec.implicitTls ? implicitTls : undefined,
-      // Clients that never finish a handshake would otherwise escape maxConnections.
-      maxHandshakes: c.maxConnections
+      // Clients that never finish a handshake (or a PROXY header) would otherwise escape maxConnections.
+      maxHandshakes: c.maxConnections,
+      reusePort: spec.reusePort,
+      proxyProtocol: spec.proxyProtocol
     })
     listeners.push([l, {
       endpoint: l.endpoint,

@@ -7,9 +7,11 @@
  */
 import * as Context from "effect/Context"
 import * as Data from "effect/Data"
+import type * as Duration from "effect/Duration"
 import type * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import type * as tls from "node:tls"
+import type { ProxyInfo } from "./ProxyProtocol.ts"
 
 /** Why a connection failed. `Closed` is an orderly or abrupt end of the peer. */
 export class TransportError extends Data.TaggedError("TransportError")<{
@@ -100,8 +102,12 @@ export interface Transport {
   ) => Effect.Effect<void, TransportError>
   /** The TLS state, once the connection is encrypted. */
   readonly tls: () => TlsState | undefined
+  /** On a `proxyProtocol` listener: the address the client connected to at the proxy. */
   readonly localEndpoint: Endpoint | undefined
+  /** On a `proxyProtocol` listener: the client the proxy spoke for (its own address for LOCAL). */
   readonly remoteEndpoint: Endpoint | undefined
+  /** The PROXY protocol header the connection started with, and the proxy that sent it. */
+  readonly proxy?: ProxyInfo | undefined
   /**
    * Flushes what was written, then closes; a peer that does not take the data cannot hold it
    * open beyond a short deadline. A pending `read` fails with "Closed". Idempotent.
@@ -138,6 +144,20 @@ export interface UnixSocketAccess {
   readonly group?: string | number | undefined
 }
 
+/**
+ * The PROXY protocol (v1 and v2) on a listener: every connection starts with a header from a
+ * trusted proxy, and the client address it carries becomes the connection's `remoteEndpoint`.
+ * A connection from any other address is closed at once, before anything is read; so is one
+ * whose header is malformed, truncated or late. On a Unix socket listener, whoever may connect
+ * to the socket (its permissions) is trusted.
+ */
+export interface ProxyProtocolOptions {
+  /** Addresses and CIDR networks of the proxies, e.g. `["10.0.0.0/8", "2001:db8::5"]`. */
+  readonly trusted: ReadonlyArray<string>
+  /** Time for the whole header from the moment of connecting. Default 5 seconds. */
+  readonly timeout?: Duration.Input | undefined
+}
+
 /** What a listener binds to. */
 export interface ListenOptions {
   readonly endpoint: Endpoint
@@ -151,10 +171,18 @@ export interface ListenOptions {
   /** Backlog for the kernel's accept queue. */
   readonly backlog?: number | undefined
   /**
-   * Implicit TLS: most handshakes in progress at once; connections beyond it are closed at once.
-   * (A handshake happens before a connection is accepted, so no other limit sees it.)
+   * Most connections not yet handed to `accept` (implicit TLS handshakes, PROXY headers) at once;
+   * connections beyond it are closed at once. (No other limit sees them yet.)
    */
   readonly maxHandshakes?: number | undefined
+  /**
+   * TCP: several processes may listen on the same address and port, and the kernel spreads
+   * connections between them (SO_REUSEPORT; Linux, FreeBSD and a few others: elsewhere listening
+   * fails). Every process must run as the same user. Not for Unix sockets.
+   */
+  readonly reusePort?: boolean | undefined
+  /** Every connection starts with a PROXY protocol header from a trusted proxy. */
+  readonly proxyProtocol?: ProxyProtocolOptions | undefined
 }
 
 /** What a client connects to. */

@@ -38,6 +38,8 @@ interface Received {
 export interface Target {
   readonly port: number
   readonly pid: number
+  /** Every process of the server (a supervisor and its workers), when it is more than `pid`. */
+  readonly pids?: (() => ReadonlyArray<number>) | undefined
   /** Messages and body bytes received so far (smtp-sink: bytes read from /proc, no message count). */
   readonly received: () => Promise<Received>
   /** A full garbage collection, where the server allows it (before RSS is measured). */
@@ -165,19 +167,25 @@ export interface Run {
   readonly window: readonly [number, number] | undefined
 }
 
-/** Sends one load with smtp-source (on the load core) and measures the server while it takes it. */
-export const measure = async (target: Target, load: Load, timeoutMs: number): Promise<Run> => {
+/**
+ * Sends one load with smtp-source (on the load core, or on any with `pinLoad` false) and
+ * measures the server while it takes it: CPU and memory summed over all its processes.
+ */
+export const measure = async (target: Target, load: Load, timeoutMs: number, pinLoad = true): Promise<Run> => {
   await target.collect()
+  const pids = target.pids?.() ?? [target.pid]
+  const sum = (f: (pid: number) => number) => pids.reduce((n, pid) => n + f(pid), 0)
   const before = await target.received()
-  const rssBefore = rssBytes(target.pid)
-  resetPeakRss(target.pid)
-  const cpu0 = cpuSeconds(target.pid)
+  const rssBefore = sum(rssBytes)
+  for (const pid of pids) resetPeakRss(pid)
+  const cpu0 = sum(cpuSeconds)
   const load0 = endedChildrenCpuSeconds()
-  const done = await runToEnd(pinned(pinning.load, sourceArgv(load, target.port)), timeoutMs)
+  const argv = sourceArgv(load, target.port)
+  const done = await runToEnd(pinLoad ? pinned(pinning.load, argv) : argv, timeoutMs)
   const loadCpu = endedChildrenCpuSeconds() - load0
   const after = await target.received() // also lets the server finish the last reply's work
-  const cpu1 = cpuSeconds(target.pid)
-  const peakRss = peakRssBytes(target.pid)
+  const cpu1 = sum(cpuSeconds)
+  const peakRss = sum(peakRssBytes)
   if (done.code !== 0 || done.output.trim() !== "") {
     throw new Error(`smtp-source failed (${done.code ?? done.signal}): ${done.output.trim().slice(0, 500)}`)
   }
@@ -213,18 +221,26 @@ export interface CaseResult {
  */
 export const runCase = async (
   servers: ReadonlyArray<ServerSpec>,
-  options: { readonly mode: "sink" | "hash"; readonly load: Load; readonly reps: number; readonly timeoutMs: number }
+  options: {
+    readonly mode: "sink" | "hash"
+    readonly load: Load
+    readonly reps: number
+    readonly timeoutMs: number
+    /** Default true: smtp-source on the load core. */
+    readonly pinLoad?: boolean | undefined
+  }
 ): Promise<Array<CaseResult>> => {
   const targets: Array<Target> = []
+  const pinLoad = options.pinLoad ?? true
   try {
     for (const spec of servers) {
       const target = await spec.start({ mode: options.mode })
       targets.push(target)
-      for (const w of warmUps) await measure(target, w, 120_000)
+      for (const w of warmUps) await measure(target, w, 120_000, pinLoad)
     }
     const runs: Array<Array<Run>> = servers.map(() => [])
     for (let i = 0; i < options.reps; i++) {
-      for (let j = 0; j < targets.length; j++) runs[j]!.push(await measure(targets[j]!, options.load, options.timeoutMs))
+      for (let j = 0; j < targets.length; j++) runs[j]!.push(await measure(targets[j]!, options.load, options.timeoutMs, pinLoad))
     }
     return servers.map((spec, j) => ({ server: spec.name, runs: runs[j]! }))
   } finally {

@@ -4,7 +4,8 @@
 import * as Duration from "effect/Duration"
 import { defaultFor, type EnhancedCode } from "../EnhancedCode.ts"
 import type { BareLineEndingPolicy } from "./DotCodec.ts"
-import type { Endpoint, TlsServerOptions, UnixSocketAccess } from "../Transport.ts"
+import type { Endpoint, ProxyProtocolOptions, TlsServerOptions, UnixSocketAccess } from "../Transport.ts"
+import * as IpNetworks from "./IpNetworks.ts"
 
 /** One listening socket. `implicitTls` listeners speak TLS from the first byte (port 465). */
 export interface ListenSpec {
@@ -15,6 +16,27 @@ export interface ListenSpec {
    * Postfix's LMTP client. The socket is reachable only once they are set.
    */
   readonly unix?: UnixSocketAccess | undefined
+  /**
+   * TCP: other processes may listen on the same address and port (SO_REUSEPORT), and the kernel
+   * spreads connections between them. Run one server process per core this way; each process's
+   * limits are its own.
+   */
+  readonly reusePort?: boolean | undefined
+  /**
+   * Behind a load balancer or TCP proxy: every connection starts with a PROXY protocol header
+   * (v1 or v2) from one of `trusted`, and the client address it carries is the connection's
+   * remote endpoint for every limit, the backend, logs and spans. Anyone else is closed at once.
+   */
+  readonly proxyProtocol?: ProxyProtocolOptions | undefined
+}
+
+/** XCLIENT (Postfix's extension): trusted clients may say whom they speak for. */
+export interface XclientOptions {
+  /**
+   * Addresses and CIDR networks of the clients XCLIENT is offered to (e.g. a content filter, a
+   * test tool). Unix socket clients are never trusted.
+   */
+  readonly trusted: ReadonlyArray<string>
 }
 
 /** Extensions that can be switched on or off; each is advertised only when on and usable. */
@@ -128,6 +150,12 @@ export interface ServerOptions {
   readonly requireAuth?: boolean | undefined
   /** Refuse MAIL until STARTTLS (530 5.7.0). Default false. */
   readonly requireTlsForMail?: boolean | undefined
+  /**
+   * Offer XCLIENT to these trusted clients: NAME, ADDR, PORT, PROTO, HELO, LOGIN, DESTADDR and
+   * DESTPORT replace what the server knows about the connection, and the session starts over
+   * (a new backend session, 220). Off by default.
+   */
+  readonly xclient?: XclientOptions | undefined
   /** The reply to VRFY. Default 252 2.5.0 (RFC 5321 3.5.3: "cannot verify, but will accept"). */
   readonly vrfyReply?: {
     readonly code: number
@@ -172,6 +200,8 @@ export interface ResolvedConfig {
   readonly allowInsecureAuth: boolean
   readonly requireAuth: boolean
   readonly requireTlsForMail: boolean
+  /** The clients XCLIENT is offered to; undefined: XCLIENT is not a command here. */
+  readonly xclient: IpNetworks.Networks | undefined
   readonly vrfyReply: { readonly code: number; readonly enhancedCode: EnhancedCode | undefined; readonly text: string }
 }
 
@@ -208,6 +238,7 @@ export const defaultForbiddenCommands: ReadonlyArray<string> = [
 
 const MiB = 1024 * 1024
 
+/** Fills in the defaults. Throws on an `xclient.trusted` entry that is not an address or network. */
 export const resolve = (o: ServerOptions): ResolvedConfig => ({
   listen: o.listen,
   domain: o.domain ?? "localhost",
@@ -242,7 +273,14 @@ export const resolve = (o: ServerOptions): ResolvedConfig => ({
   allowInsecureAuth: o.allowInsecureAuth ?? false,
   requireAuth: o.requireAuth ?? false,
   requireTlsForMail: o.requireTlsForMail ?? false,
+  xclient: o.xclient === undefined ? undefined : xclientNetworks(o.xclient),
   vrfyReply: o.vrfyReply === undefined
     ? { code: 252, enhancedCode: [2, 5, 0], text: "Cannot VRFY user, but will accept message and attempt delivery" }
     : { ...o.vrfyReply, enhancedCode: o.vrfyReply.enhancedCode ?? defaultFor(o.vrfyReply.code) }
 })
+
+const xclientNetworks = (o: XclientOptions): IpNetworks.Networks => {
+  const parsed = IpNetworks.parse(o.trusted)
+  if (parsed._tag === "Failure") throw new Error(`xclient.trusted: ${parsed.failure}`)
+  return parsed.success
+}

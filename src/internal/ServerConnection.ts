@@ -27,18 +27,26 @@ import * as Stream from "effect/Stream"
 import * as Tracer from "effect/Tracer"
 import * as Address from "../Address.ts"
 import type { Address as AddressT } from "../Address.ts"
-import { Backend, Connection, type ConnectionInfo, type MessageBody, type Session } from "../Backend.ts"
+import {
+  Backend,
+  Connection,
+  type ConnectionInfo,
+  type MessageBody,
+  type Session,
+  type XclientAttributes
+} from "../Backend.ts"
 import * as Command from "../Command.ts"
 import * as MailOptions from "../MailOptions.ts"
 import type * as Sasl from "../Sasl.ts"
 import * as SmtpError from "../SmtpError.ts"
-import { type Transport, TransportError } from "../Transport.ts"
+import { type Endpoint, type Transport, TransportError } from "../Transport.ts"
 import { DotDecoder } from "./DotCodec.ts"
 import * as LineReader from "./LineReader.ts"
 import type { ResolvedConfig } from "./ServerConfig.ts"
 import * as Metrics from "./ServerMetrics.ts"
 import { codeOf, isNegative, type ServerReplies } from "./ServerReplies.ts"
 import * as Watchdog from "./Watchdog.ts"
+import * as Xclient from "./Xclient.ts"
 
 export interface ConnectionContext {
   readonly config: ResolvedConfig
@@ -237,6 +245,10 @@ class Conversation {
   readonly mailEnabled: MailOptions.Enabled
   readonly info: ConnectionInfo
   session!: Session
+  backend!: Backend["Service"]
+  /** The connection's scope; with XCLIENT on, each session has a child scope of its own. */
+  scope!: Scope.Scope
+  sessionScope: Scope.Closeable | undefined = undefined
 
   // --- connection state ---
   helo: string | undefined = undefined
@@ -250,6 +262,11 @@ class Conversation {
   /** What `trace` logs next, oldest first (undefined when not tracing). */
   trace: Array<string> | undefined
   authIdentity: string | undefined = undefined
+  remote: Endpoint | undefined
+  local: Endpoint | undefined
+  /** XCLIENT is offered to this client (its address is in `xclient.trusted`). */
+  readonly xclientAllowed: boolean
+  xclientAttributes: XclientAttributes | undefined = undefined
   authFailures = 0
   errors = 0
   unknownInARow = 0
@@ -298,12 +315,23 @@ class Conversation {
     const shared = sharedOf(c)
     this.bodyDeadline = shared.bodyDeadline
     this.mailEnabled = shared.mailEnabled
+    this.remote = transport.remoteEndpoint
+    this.local = transport.localEndpoint
+    const peer = transport.remoteEndpoint
+    this.xclientAllowed = c.xclient !== undefined && peer?._tag === "Tcp" && c.xclient.contains(peer.host)
     const self = this
     this.info = {
       id: ctx.id,
       protocol: c.protocol,
-      localEndpoint: transport.localEndpoint,
-      remoteEndpoint: transport.remoteEndpoint,
+      // Getters: XCLIENT may change them.
+      get localEndpoint() {
+        return self.local
+      },
+      get remoteEndpoint() {
+        return self.remote
+      },
+      proxy: transport.proxy,
+      xclient: () => self.xclientAttributes,
       tls: () => transport.tls(),
       helo: () => self.helo,
       authenticatedAs: () => self.authIdentity
@@ -579,6 +607,7 @@ class Conversation {
     if (ext.deliverBy) lines.push("DELIVERBY")
     if (ext.mtPriority) lines.push("MT-PRIORITY")
     if (ext.limits) lines.push(`LIMITS RCPTMAX=${c.maxRecipients}`)
+    if (this.xclientAllowed) lines.push(Xclient.KEYWORD)
     if (c.tls !== undefined && !tls) lines.push("STARTTLS")
     const mechanisms = this.authMechanisms()
     if (mechanisms.length > 0 && this.authIdentity === undefined) lines.push(`AUTH ${mechanisms.join(" ")}`)
@@ -927,8 +956,68 @@ class Conversation {
       case "Quit": // answered by the loop, which then ends the conversation
         return undefined
       case "Unknown":
-        return r.unknownCommand
+        return this.isXclient(cmd) ? this.xclient(cmd.arg) : r.unknownCommand
     }
+  }
+
+  /** XCLIENT is a command only where it is configured; elsewhere it is unknown. */
+  isXclient(cmd: Command.Unknown): boolean {
+    return this.c.xclient !== undefined && Xclient.isVerb(cmd.verb)
+  }
+
+  /**
+   * XCLIENT: a trusted client says whom it speaks for. As Postfix does, the session starts over
+   * as if the client had just connected with those facts: a new backend session and a 220.
+   */
+  xclient(arg: string): Step {
+    const r = this.r
+    if (!this.xclientAllowed) return r.xclientRefused
+    if (this.tx !== undefined) return r.xclientDuringTransaction
+    const parsed = Xclient.parse(arg)
+    if (Result.isFailure(parsed)) return r.format(501, [5, 5, 4], parsed.failure)
+    const a: XclientAttributes = { ...this.xclientAttributes, ...parsed.success }
+    return Effect.gen({ self: this }, function*() {
+      this.xclientAttributes = a
+      this.remote = Xclient.endpoint(this.transport.remoteEndpoint, a.addr, a.port)
+      this.local = Xclient.endpoint(this.transport.localEndpoint, a.destaddr, a.destport)
+      this.helo = Xclient.known(a.helo)
+      this.extended = this.helo !== undefined && a.proto !== "SMTP"
+      this.authIdentity = Xclient.known(a.login)
+      yield* Effect.logInfo("XCLIENT", a)
+      if (this.sessionScope !== undefined) yield* Scope.close(this.sessionScope, Exit.void)
+      const refused = yield* this.openSession()
+      if (refused !== undefined) return yield* Effect.fail(new Close(refused === "unavailable" ? r.unavailable : r.error(refused)))
+      if (this.session.auth !== undefined) yield* loadSasl
+      return r.greeting
+    })
+  }
+
+  /**
+   * Opens the backend's session: `undefined`, or its refusal (an SmtpError), or "unavailable"
+   * (any other failure, logged). With XCLIENT on, the session gets a scope of its own, so that
+   * XCLIENT can end it.
+   */
+  openSession(): Effect.Effect<SmtpError.SmtpError | "unavailable" | undefined> {
+    return Effect.gen({ self: this }, function*() {
+      let scope = this.scope
+      if (this.c.xclient !== undefined) {
+        this.sessionScope = yield* Scope.fork(this.scope)
+        scope = this.sessionScope
+      }
+      // A defect here is answered like any other failure: 421, and the connection closes.
+      const opened = yield* Effect.exit(Scope.provide(this.backend.newSession(this.info), scope))
+      if (Exit.isSuccess(opened)) {
+        this.session = opened.value
+        return undefined
+      }
+      const cause = opened.cause
+      if (Cause.hasInterruptsOnly(cause)) return yield* Effect.interrupt
+      const e = Cause.findErrorOption(cause)
+      const refusal = e._tag === "Some" && e.value instanceof SmtpError.SmtpError ? e.value : undefined
+      if (refusal !== undefined) return refusal
+      yield* Effect.logError("backend newSession failed", cause)
+      return "unavailable" as const
+    })
   }
 
   // --- the conversation ---
@@ -1016,7 +1105,7 @@ class Conversation {
       step = this.r.error(parsed.failure)
     } else {
       const cmd = parsed.success
-      if (cmd._tag === "Unknown") {
+      if (cmd._tag === "Unknown" && !this.isXclient(cmd)) {
         if (c.refuseNonSmtp && isNotSmtp(cmd.verb, c.forbiddenCommands)) return Effect.fail(new Close(this.r.notSmtp))
         this.unknownInARow++
         if (this.unknownInARow >= c.maxUnknownCommands) {
@@ -1117,21 +1206,17 @@ class Conversation {
   }
 
   /** Opens the session, then converses; a session the backend refuses gets its refusal, then only QUIT. */
-  converse(backend: Backend["Service"]): Effect.Effect<void, never, Connection | Scope.Scope> {
-    return Effect.flatMap(Effect.exit(backend.newSession(this.info)), (opened) => {
-      if (Exit.isSuccess(opened)) {
-        this.session = opened.value
-        return opened.value.auth === undefined || sasl !== undefined ? this.run() : Effect.andThen(loadSasl, Effect.suspend(() => this.run()))
+  converse(): Effect.Effect<void, never, Connection> {
+    return Effect.flatMap(this.openSession(), (refused) => {
+      if (refused === undefined) {
+        return this.session.auth === undefined || sasl !== undefined
+          ? this.run()
+          : Effect.andThen(loadSasl, Effect.suspend(() => this.run()))
       }
-      // A defect here is answered like any other failure: 421, and the connection closes.
-      const cause = opened.cause
-      if (Cause.hasInterruptsOnly(cause)) return Effect.interrupt
-      const e = Cause.findErrorOption(cause)
-      const refusal = e._tag === "Some" && e.value instanceof SmtpError.SmtpError ? e.value : undefined
-      const wire = refusal !== undefined ? this.r.error(refusal) : this.r.unavailable
-      if (refusal === undefined) return Effect.andThen(Effect.logError("backend newSession failed", cause), this.farewell(wire))
-      // A 421 closes; any other refusal waits for QUIT (RFC 5321 3.1).
-      if (refusal.code === 421) return this.farewell(wire)
+      // Any other failure than a refusal, and a 421, close at once; other refusals wait for QUIT (RFC 5321 3.1).
+      if (refused === "unavailable") return this.farewell(this.r.unavailable)
+      const wire = this.r.error(refused)
+      if (refused.code === 421) return this.farewell(wire)
       this.refuse(wire)
       return this.run()
     })
@@ -1151,6 +1236,8 @@ export const serve = (transport: Transport, ctx: ConnectionContext): Effect.Effe
     const watchdog = ctx.deadlines.watchdog()
     const conversation = new Conversation(transport, ctx, watchdog, fiber, parent)
     const scope = Scope.makeUnsafe()
+    conversation.scope = scope
+    conversation.backend = Context.get(parent, Backend)
     const context = Context.add(
       Context.add(Context.add(parent, Scope.Scope, scope), Connection, conversation.info),
       References.CurrentLogAnnotations,
@@ -1161,7 +1248,7 @@ export const serve = (transport: Transport, ctx: ConnectionContext): Effect.Effe
     const unregister = ctx.onShutdown(() => {
       if (conversation.idle) fiber.interruptUnsafe()
     })
-    const conversing = Effect.andThen(Effect.logDebug("connection opened"), conversation.converse(Context.get(parent, Backend)))
+    const conversing = Effect.andThen(Effect.logDebug("connection opened"), conversation.converse())
     return Effect.provideContext(
       Effect.onExit(conversing, (exit) => {
         unregister()

@@ -67,6 +67,8 @@ export const make = (c: ResolvedConfig) => {
     authUnsupported: f(502, [5, 5, 1], "AUTH not supported"),
     authNeedsEncryption: e(SmtpError.authEncryptionRequired),
     authSucceeded: f(235, [2, 7, 0], "Authentication successful"),
+    xclientRefused: f(550, [5, 7, 0], "Error: insufficient authorization"),
+    xclientDuringTransaction: f(503, [5, 5, 1], "Error: MAIL transaction in progress"),
     vrfy: f(c.vrfyReply.code, c.vrfyReply.enhancedCode, c.vrfyReply.text),
     expnUnsupported: f(502, [5, 5, 1], "EXPN not supported"),
     help: f(214, [2, 0, 0], "See RFC 5321; commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY"),

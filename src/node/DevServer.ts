@@ -15,6 +15,7 @@ import { SmtpError } from "../SmtpError.ts"
 import * as SmtpServer from "../SmtpServer.ts"
 import * as Maildir from "./Maildir.ts"
 import * as NodeTransport from "../NodeTransport.ts"
+import { formatEndpoint, type Network } from "../Transport.ts"
 
 /** A failure to inject: at `stage`, an address matching `pattern` gets `error`. */
 export interface Fault {
@@ -57,10 +58,22 @@ export type Event =
     readonly bytes: number
     readonly path: string
     readonly helo: string | null
+    /** The client's address (`host:port`; behind a PROXY protocol proxy, the client's); null on a Unix socket. */
+    readonly remote: string | null
     readonly tls: boolean
     readonly auth: string | null
     readonly body: "7BIT" | "8BITMIME" | "BINARYMIME"
     readonly smtputf8: boolean
+  }
+  | {
+    /** `serve --workers N`: a worker process is ready, or exited (and starts again in `restartInMs`). */
+    readonly event: "worker"
+    readonly worker: number
+    readonly pid: number
+    readonly status: "ready" | "exited"
+    readonly code?: number | null | undefined
+    readonly signal?: string | null | undefined
+    readonly restartInMs?: number | undefined
   }
 
 export interface DevServerOptions {
@@ -99,6 +112,7 @@ export const backend = (o: DevServerOptions): Layer.Layer<Backend, Maildir.Maild
                 bytes: d.bytes,
                 path: d.path,
                 helo: conn.helo() ?? null,
+                remote: conn.remoteEndpoint === undefined ? null : formatEndpoint(conn.remoteEndpoint),
                 tls: conn.tls() !== undefined,
                 auth: conn.authenticatedAs() ?? null,
                 body: options.body ?? "7BIT",
@@ -157,8 +171,8 @@ const authMechanisms = (users: ReadonlyMap<string, string>, hostname: string) =>
     }, { hostname })
   })
 
-/** The whole dev server: the SMTP server layer over Node's network with the Maildir backend. */
-export const layer = (o: DevServerOptions) =>
+/** The whole dev server: the SMTP server layer over Node's network (or `network`) with the Maildir backend. */
+export const layer = (o: DevServerOptions, network: Layer.Layer<Network> = NodeTransport.layer) =>
   Layer.effectDiscard(Effect.gen(function*() {
     const server = yield* SmtpServer.SmtpServer
     for (const l of server.listeners) {
@@ -167,5 +181,5 @@ export const layer = (o: DevServerOptions) =>
   })).pipe(
     Layer.provide(SmtpServer.layer(o.server)),
     Layer.provide(backend(o)),
-    Layer.provide(NodeTransport.layer)
+    Layer.provide(network)
   )

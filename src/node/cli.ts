@@ -5,6 +5,7 @@
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as NodeServices from "@effect/platform-node/NodeServices"
 import * as Cause from "effect/Cause"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
@@ -18,6 +19,8 @@ import * as Command from "effect/cli/Command"
 import * as Flag from "effect/cli/Flag"
 import * as fs from "node:fs"
 import * as DevServer from "./DevServer.ts"
+import * as IpNetworks from "../internal/IpNetworks.ts"
+import * as Workers from "./Workers.ts"
 import type * as Inbox from "./inbox/Inbox.ts"
 import * as Durations from "./Durations.ts"
 import * as SelfSigned from "./SelfSigned.ts"
@@ -61,7 +64,22 @@ const serveFlags = {
   maxBodyLineLength: Flag.optional(Flag.Int("max-body-line-length").pipe(
     Flag.withDescription("Longest line of a text message in bytes; 0 for no limit. Default 1048576 (1 MiB)")
   )),
-  maxConnections: Flag.optional(Flag.Int("max-connections").pipe(Flag.withDescription("Default 1000"))),
+  maxConnections: Flag.optional(Flag.Int("max-connections").pipe(Flag.withDescription("Default 1000 (per worker process)"))),
+  maxConnectionsPerIp: Flag.optional(Flag.Int("max-connections-per-ip").pipe(
+    Flag.withDescription("Default 50 (per worker process)")
+  )),
+  workers: Flag.Int("workers").pipe(
+    Flag.withDescription("Server processes sharing the listeners (SO_REUSEPORT; Unix sockets through the supervisor). Default 1"),
+    Flag.withDefault(1)
+  ),
+  proxyProtocol: flag("proxy-protocol", "Every connection starts with a PROXY protocol header (v1 or v2) from a --proxy-trusted proxy"),
+  proxyTrusted: repeated(Flag.String("proxy-trusted").pipe(
+    Flag.withDescription("Address or CIDR network of a proxy that may send PROXY headers (repeatable; needed by --proxy-protocol)")
+  )),
+  proxyTimeout: Flag.optional(Flag.String("proxy-timeout").pipe(Flag.withDescription("Time for a PROXY header, e.g. 3s. Default 5s"))),
+  xclientTrusted: repeated(Flag.String("xclient-trusted").pipe(
+    Flag.withDescription("Address or CIDR network of a client offered XCLIENT (repeatable; enables XCLIENT)")
+  )),
   readTimeout: Flag.optional(Flag.String("read-timeout").pipe(
     Flag.withDescription("Time for a command or a stalled message body, e.g. 30s. Default 5m")
   )),
@@ -145,6 +163,20 @@ const serve = (input: ServeInput) =>
       Option.isNone(o) ? Effect.succeed(undefined) : Effect.mapError(Effect.fromResult(Durations.parse(o.value)), usage)
     const readTimeout = yield* duration(input.readTimeout)
     const writeTimeout = yield* duration(input.writeTimeout)
+    const proxyTimeout = yield* duration(input.proxyTimeout)
+    if (input.workers < 1 || input.workers > 256) return yield* usage(`invalid --workers ${input.workers}: 1 to 256`)
+    if (input.workers > 1 && withInbox !== undefined) {
+      return yield* usage("--http serves one process's inbox: use it with --workers 1")
+    }
+    if (input.proxyProtocol !== input.proxyTrusted.length > 0) {
+      return yield* usage("--proxy-protocol and --proxy-trusted go together: the proxies to trust must be named")
+    }
+    for (const [name, list] of [["--proxy-trusted", input.proxyTrusted], ["--xclient-trusted", input.xclientTrusted]] as const) {
+      const networks = IpNetworks.parse(list)
+      if (Result.isFailure(networks)) return yield* usage(`invalid ${name}: ${networks.failure}`)
+    }
+    const proxyProtocol = input.proxyProtocol ? { trusted: input.proxyTrusted, timeout: proxyTimeout } : undefined
+    const worker = Workers.workerSettings()
 
     if (Option.isSome(input.tlsCert) !== Option.isSome(input.tlsKey)) {
       return yield* usage("--tls-cert and --tls-key go together")
@@ -158,7 +190,8 @@ const serve = (input: ServeInput) =>
         catch: (e) => usage(`cannot read TLS files: ${(e as Error).message}`)
       })
     } else if (input.tlsSelfSigned) {
-      tls = yield* SelfSigned.make(input.domain)
+      // One certificate for all workers: the supervisor's.
+      tls = worker?.selfSigned ?? (yield* SelfSigned.make(input.domain))
     }
     if (tlsListen.length > 0 && tls === undefined) {
       return yield* usage("--tls-listen needs --tls-cert/--tls-key or --tls-self-signed")
@@ -175,8 +208,8 @@ const serve = (input: ServeInput) =>
       emit,
       server: {
         listen: [
-          ...listen.map((endpoint) => ({ endpoint, unix })),
-          ...tlsListen.map((endpoint) => ({ endpoint, implicitTls: true, unix }))
+          ...listen.map((endpoint) => ({ endpoint, unix, proxyProtocol })),
+          ...tlsListen.map((endpoint) => ({ endpoint, implicitTls: true, unix, proxyProtocol }))
         ],
         domain: input.domain,
         protocol: input.lmtp ? "lmtp" : "smtp",
@@ -186,6 +219,8 @@ const serve = (input: ServeInput) =>
         maxLineLength: some(input.maxLineLength),
         maxBodyLineLength: some(input.maxBodyLineLength),
         maxConnections: some(input.maxConnections),
+        maxConnectionsPerIp: some(input.maxConnectionsPerIp),
+        xclient: input.xclientTrusted.length > 0 ? { trusted: input.xclientTrusted } : undefined,
         commandTimeout: readTimeout,
         dataTimeout: readTimeout,
         writeTimeout,
@@ -202,6 +237,16 @@ const serve = (input: ServeInput) =>
         }
       }
     }
+    if (worker !== undefined) return yield* Workers.runWorker(options, worker, input.events === "json")
+    if (input.workers > 1) {
+      return yield* Workers.supervise({
+        workers: input.workers,
+        listen: options.server.listen,
+        emit,
+        shutdownGrace: Duration.seconds(30),
+        selfSigned: input.tlsSelfSigned ? tls : undefined
+      })
+    }
     // Runs until SIGINT/SIGTERM interrupts it; closing the layer answers 421 to clients.
     const launched = Layer.launch(withInbox === undefined ? DevServer.layer(options) : withInbox(options))
     return yield* input.trace ? Effect.provideService(launched, References.MinimumLogLevel, "Debug") : launched
@@ -216,6 +261,11 @@ const serveCommand = Command.make("serve", serveFlags, serve).pipe(
     {
       command: "effect-smtp serve --lmtp --listen unix:/run/esmtp/lmtp --unix-owner postfix --unix-mode 0600",
       description: "An LMTP socket for Postfix's lmtp client (which runs as postfix)"
+    },
+    { command: "effect-smtp serve --listen 0.0.0.0:25 --workers 4", description: "Four server processes on port 25" },
+    {
+      command: "effect-smtp serve --listen 0.0.0.0:2525 --proxy-protocol --proxy-trusted 10.0.0.0/8",
+      description: "Behind HAProxy or a load balancer in 10.0.0.0/8 sending the PROXY protocol"
     },
     {
       command: "effect-smtp serve --fault 'rcpt:^nobody@=550 5.1.1 No such user'",

@@ -11,7 +11,7 @@ import * as Redacted from "effect/Redacted"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import type { Address } from "../../../src/Address.ts"
-import { Backend, type Session } from "../../../src/Backend.ts"
+import { Backend, type ConnectionInfo, type Session } from "../../../src/Backend.ts"
 import type { MailOptions, RcptOptions } from "../../../src/MailOptions.ts"
 import * as NodeTransport from "../../../src/NodeTransport.ts"
 import * as Sasl from "../../../src/Sasl.ts"
@@ -52,6 +52,8 @@ export interface Running {
   readonly received: ReadonlyArray<Received>
   /** Sessions opened so far (one per connection). */
   readonly sessions: () => number
+  /** The connection of every session, in order. */
+  readonly connections: ReadonlyArray<ConnectionInfo>
 }
 
 /** A TCP listener on 127.0.0.1 with a port of the kernel's choice. */
@@ -63,7 +65,12 @@ export const tcp = (implicitTls = false) => ({
 /** A Unix socket listener. */
 export const unix = (path: string) => ({ endpoint: { _tag: "Unix" as const, path } })
 
-const recordingBackend = (behaviour: Behaviour, received: Array<Received>, sessions: { count: number }) =>
+const recordingBackend = (
+  behaviour: Behaviour,
+  received: Array<Received>,
+  sessions: { count: number },
+  connections: Array<ConnectionInfo>
+) =>
   Effect.gen(function*() {
     const users = behaviour.users
     let auth: Sasl.ServerMechanisms | undefined
@@ -83,6 +90,7 @@ const recordingBackend = (behaviour: Behaviour, received: Array<Received>, sessi
       newSession: (info) =>
         Effect.sync((): Session => {
           sessions.count++
+          connections.push(info)
           let from: Address | null = null
           let mailOptions: MailOptions = {}
           let rcpts: Array<{ readonly to: Address; readonly options: RcptOptions }> = []
@@ -144,9 +152,10 @@ export const start = (
   Effect.gen(function*() {
     const received: Array<Received> = []
     const sessions = { count: 0 }
+    const connections: Array<ConnectionInfo> = []
     const certs = testCerts()
     const { behaviour, network, ...serverOptions } = options
-    const backend = Layer.effect(Backend, recordingBackend(behaviour ?? {}, received, sessions))
+    const backend = Layer.effect(Backend, recordingBackend(behaviour ?? {}, received, sessions, connections))
     const ctx = yield* Layer.build(
       layer({
         listen: [tcp()],
@@ -163,6 +172,7 @@ export const start = (
         return e.port
       },
       received,
-      sessions: () => sessions.count
+      sessions: () => sessions.count,
+      connections
     }
   })

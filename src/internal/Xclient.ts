@@ -1,0 +1,94 @@
+/**
+ * XCLIENT, Postfix's extension for trusted proxies and test tools (XCLIENT_README): the command's
+ * attributes and what they make of the connection's facts. The conversation's handler is
+ * `xclient` in ServerConnection; only this parsing and bookkeeping lives here.
+ *
+ *     XCLIENT 1*( SP name "=" xtext-value ), name one of NAME ADDR PORT PROTO HELO LOGIN
+ *     DESTADDR DESTPORT (any case); [UNAVAILABLE], [TEMPUNAVAIL] and IPV6: in any case.
+ */
+import * as Result from "effect/Result"
+import type { XclientAttributes } from "../Backend.ts"
+import type { Endpoint } from "../Transport.ts"
+import * as Xtext from "../Xtext.ts"
+import * as IpNetworks from "./IpNetworks.ts"
+
+/** The EHLO keyword with the attributes this server takes. */
+export const KEYWORD = "XCLIENT NAME ADDR PORT PROTO HELO LOGIN DESTADDR DESTPORT"
+
+export const isVerb = (verb: string): boolean => verb.length === 7 && verb.toUpperCase() === "XCLIENT"
+
+const UNAVAILABLE = "[UNAVAILABLE]"
+const TEMPUNAVAIL = "[TEMPUNAVAIL]"
+
+type Key = keyof XclientAttributes
+type Mutable = { -readonly [K in Key]?: XclientAttributes[K] }
+
+const hasControl = (s: string) => /[\u0000-\u001f\u007f]/.test(s)
+const isLabel = (l: string) => l.length <= 63 && /^[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?$/.test(l)
+const isHostname = (s: string) => s.length <= 255 && s.split(".").every(isLabel)
+const isPort = (s: string) => /^(?:0|[1-9]\d{0,4})$/.test(s) && Number(s) <= 65535
+
+/** A value's canonical form, or undefined when it is not valid for the attribute. */
+const canonical = (key: Key, v: string): string | undefined => {
+  const upper = v.toUpperCase()
+  if (upper === UNAVAILABLE) return UNAVAILABLE
+  switch (key) {
+    case "name":
+      return upper === TEMPUNAVAIL ? TEMPUNAVAIL : isHostname(v) ? v : undefined
+    case "addr":
+    case "destaddr": {
+      const ip = upper.startsWith("IPV6:") ? v.slice(5) : v
+      return IpNetworks.isIPv4(ip) || IpNetworks.isIPv6(ip) ? IpNetworks.normalize(ip) : undefined
+    }
+    case "port":
+    case "destport":
+      return isPort(v) ? v : undefined
+    case "proto":
+      return upper === "SMTP" || upper === "ESMTP" ? upper : undefined
+    case "helo":
+    case "login":
+      return v.length > 0 && v.length <= 255 && !hasControl(v) ? v : undefined
+  }
+}
+
+const keys: Readonly<Record<string, Key>> = {
+  NAME: "name",
+  ADDR: "addr",
+  PORT: "port",
+  PROTO: "proto",
+  HELO: "helo",
+  LOGIN: "login",
+  DESTADDR: "destaddr",
+  DESTPORT: "destport"
+}
+
+/** The attributes of one XCLIENT command, or what is wrong with them (for a 501 reply). */
+export const parse = (arg: string): Result.Result<XclientAttributes, string> => {
+  const words = arg.split(/[ \t]+/).filter((w) => w !== "")
+  if (words.length === 0) return Result.fail("Syntax: XCLIENT attribute=value ...")
+  const out: Mutable = {}
+  for (const word of words) {
+    const eq = word.indexOf("=")
+    const key = eq <= 0 ? undefined : keys[word.slice(0, eq).toUpperCase()]
+    if (key === undefined) return Result.fail(`Bad XCLIENT attribute: ${eq <= 0 ? word : word.slice(0, eq)}`)
+    const decoded = Xtext.decode(word.slice(eq + 1))
+    const value = decoded === undefined ? undefined : canonical(key, decoded)
+    if (value === undefined) return Result.fail(`Bad ${word.slice(0, eq).toUpperCase()} value`)
+    ;(out as Record<Key, string>)[key] = value
+  }
+  return Result.succeed(out)
+}
+
+/** A value that is there: not absent, not [UNAVAILABLE] (nor [TEMPUNAVAIL]). */
+export const known = (v: string | undefined): string | undefined => v === undefined || v.startsWith("[") ? undefined : v
+
+/**
+ * An endpoint with what XCLIENT said of it: the address (none when unavailable) and port (0
+ * when unavailable, or when the address was replaced and no port given).
+ */
+export const endpoint = (original: Endpoint | undefined, addr: string | undefined, port: string | undefined): Endpoint | undefined => {
+  if (addr === undefined && port === undefined) return original
+  const host = addr !== undefined ? known(addr) : original?._tag === "Tcp" ? original.host : undefined
+  if (host === undefined) return undefined
+  return { _tag: "Tcp", host, port: Number(known(port) ?? 0) }
+}

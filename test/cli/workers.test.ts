@@ -1,0 +1,202 @@
+/**
+ * `effect-smtp serve --workers N` as users run it: worker processes share a TCP port (the
+ * kernel spreads connections) and a Unix socket (the supervisor hands connections out); a
+ * worker that dies is started again, a crash loop more and more slowly; SIGTERM brings every
+ * worker down with 421 to its clients and exit code 0. Also `--proxy-protocol` and
+ * `--xclient-trusted` through the command line.
+ */
+import { afterAll, afterEach, assert, describe, it } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import * as fs from "node:fs"
+import * as net from "node:net"
+import * as os from "node:os"
+import * as path from "node:path"
+import * as NodeTransport from "../../src/NodeTransport.ts"
+import * as ProxyProtocol from "../../src/ProxyProtocol.ts"
+import type { Endpoint } from "../../src/Transport.ts"
+import * as Cli from "../support/cli.ts"
+import * as Wire from "../support/wire.ts"
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "effect-smtp-workers-"))
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }))
+
+const running: Array<Cli.Running> = []
+afterEach(async () => {
+  // SIGTERM first: SIGKILL would leave the workers to notice their supervisor is gone.
+  await Promise.all(running.splice(0).map((r) => r.stop("SIGTERM")))
+})
+
+const serve = (args: ReadonlyArray<string>) => {
+  const maildir = path.join(fs.mkdtempSync(path.join(tmp, "run-")), "md")
+  const r = Cli.start(["serve", "--maildir", maildir, ...args])
+  running.push(r)
+  return { r, maildir }
+}
+
+const endpointOf = (address: string): Endpoint => address.startsWith("unix:")
+  ? { _tag: "Unix", path: address.slice(5) }
+  : { _tag: "Tcp", host: address.slice(0, address.lastIndexOf(":")), port: Number(address.slice(address.lastIndexOf(":") + 1)) }
+
+const listening = async (r: Cli.Running, n: number) => {
+  await r.waitFor(() => r.events.filter((e) => e.event === "listening").length === n)
+  return r.events.filter((e) => e.event === "listening").map((e) => e.address as string)
+}
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch {
+    return false
+  }
+}
+
+const send = (p: Wire.Peer, to: string) =>
+  Effect.gen(function*() {
+    for (const [line, code] of [["EHLO client.test", 250], ["MAIL FROM:<a@example.com>", 250], [`RCPT TO:<${to}>`, 250], ["DATA", 354]] as const) {
+      const reply = yield* p.command(line)
+      assert.strictEqual(reply.code, code, `${line}: ${reply.code} ${reply.text}`)
+    }
+    assert.strictEqual((yield* p.command("Subject: hi\r\n\r\nbody\r\n.")).code, 250)
+  })
+
+/** The pid in a Maildir file name (TIME.MmicrosPpid.host). */
+const pidOf = (id: unknown) => Number(/P(\d+)Q/.exec(String(id))?.[1])
+
+describe("effect-smtp serve --workers", () => {
+  it("two workers on one port and one Unix socket; SIGTERM: 421 to every client, exit 0", async () => {
+    const socket = path.join(tmp, `w-${process.pid}.sock`)
+    const { r } = serve(["--workers", "2", "--listen", "127.0.0.1:0", "--listen", `unix:${socket}`])
+    const [tcp, unix] = await listening(r, 2)
+    assert.strictEqual(unix, `unix:${socket}`)
+    const workers = r.events.filter((e) => e.event === "worker" && e.status === "ready").map((e) => e.pid as number)
+    assert.strictEqual(new Set(workers).size, 2)
+    assert.isFalse(workers.includes(r.child.pid!))
+
+    await Effect.runPromise(Effect.scoped(Effect.gen(function*() {
+      // 16 connections from distinct ports: the odds that the kernel gives all to one worker are 2^-15.
+      const peers: Array<Wire.Peer> = []
+      for (let i = 0; i < 16; i++) {
+        const p = yield* Wire.connect({ endpoint: endpointOf(tcp!) })
+        assert.strictEqual((yield* p.reply).code, 220)
+        yield* send(p, `tcp${i}@example.com`)
+        peers.push(p)
+      }
+      const local = yield* Wire.connect({ endpoint: endpointOf(unix!) })
+      assert.strictEqual((yield* local.reply).code, 220)
+      yield* send(local, "unix@example.com")
+      peers.push(local)
+      yield* Effect.promise(() => r.waitFor(() => r.events.filter((e) => e.event === "received").length === 17))
+      const received = r.events.filter((e) => e.event === "received")
+      const servedBy = new Set(received.map((e) => pidOf(e.id)))
+      assert.deepStrictEqual([...servedBy].sort(), [...workers].sort(), "both workers served connections")
+      assert.include(workers, pidOf(received.find((e) => (e.to as Array<string>)[0] === "unix@example.com")!.id))
+
+      // Every client, idle between transactions, is told 421 by its worker.
+      const stopped = r.stop("SIGTERM")
+      for (const p of peers) {
+        const reply = yield* p.reply
+        assert.strictEqual(`${reply.code} ${reply.enhancedCode?.join(".")}`, "421 4.3.2")
+      }
+      assert.strictEqual(yield* Effect.promise(() => stopped), 0)
+    })).pipe(Effect.provide(NodeTransport.layer)))
+    for (const pid of workers) assert.isFalse(alive(pid), `worker ${pid} is gone`)
+    assert.isFalse(fs.existsSync(socket))
+  })
+
+  it("a worker that dies is started again, and a crash loop slows down", async () => {
+    const { maildir, r } = serve(["--workers", "2", "--listen", "127.0.0.1:0", "--events", "json"])
+    await listening(r, 1)
+    const first = r.events.find((e) => e.event === "worker" && e.worker === 2)!.pid as number
+    process.kill(first, "SIGKILL")
+    const exited = await r.waitFor((e) => e.event === "worker" && e.status === "exited" && e.pid === first)
+    assert.strictEqual(exited.signal, "SIGKILL")
+    assert.strictEqual(exited.restartInMs, 100)
+    const second = (await r.waitFor((e) => e.event === "worker" && e.status === "ready" && e.worker === 2 && e.pid !== first)).pid as number
+
+    // A worker that cannot start (its Maildir is now a file) exits at once, again and again.
+    fs.renameSync(maildir, `${maildir}.away`)
+    fs.writeFileSync(maildir, "not a directory")
+    process.kill(second, "SIGKILL")
+    const slowest = await r.waitFor((e) => e.event === "worker" && e.status === "exited" && e.code === 1 && (e.restartInMs as number) >= 800)
+    const delays = r.events.filter((e) => e.event === "worker" && e.status === "exited").map((e) => e.restartInMs)
+    // 100 (the first death), then doubling with each quick death.
+    assert.deepStrictEqual(delays.slice(0, 4), [100, 200, 400, 800])
+    assert.strictEqual(slowest.restartInMs, 800)
+    fs.rmSync(maildir)
+    fs.renameSync(`${maildir}.away`, maildir)
+    await r.waitFor((e) => e.event === "worker" && e.status === "ready" && e.worker === 2 && e.pid !== second, 20_000)
+    assert.strictEqual(await r.stop("SIGTERM"), 0)
+  })
+
+  it("a worker that cannot start stops the supervisor with its exit code", async () => {
+    // A plain listener holds the port: SO_REUSEPORT cannot share it.
+    const holder = net.createServer()
+    await new Promise<void>((resolve) => holder.listen(0, "127.0.0.1", resolve))
+    try {
+      const port = (holder.address() as net.AddressInfo).port
+      const { r } = serve(["--workers", "2", "--listen", `127.0.0.1:${port}`])
+      assert.strictEqual(await r.exited, 1)
+      assert.include(r.stderr(), "worker 1 exited during start-up")
+      assert.include(r.stderr(), `127.0.0.1:${port}`)
+    } finally {
+      holder.close()
+    }
+  })
+
+  it("usage errors: a bad --workers, --http with workers, PROXY flags without each other, bad networks", async () => {
+    for (
+      const args of [
+        ["--workers", "0"],
+        ["--workers", "2", "--http", "127.0.0.1:0"],
+        ["--proxy-protocol"],
+        ["--proxy-trusted", "10.0.0.0/8"],
+        ["--proxy-protocol", "--proxy-trusted", "10.0.0.0/99"],
+        ["--xclient-trusted", "nowhere"]
+      ]
+    ) {
+      const result = await Cli.run(["serve", "--maildir", path.join(tmp, "never"), "--listen", "127.0.0.1:0", ...args])
+      assert.strictEqual(result.code, 2, `${args.join(" ")}: ${result.stderr}`)
+    }
+  })
+
+  it("--proxy-protocol and --xclient-trusted: the client address in events is the one the proxy or XCLIENT gave", async () => {
+    const { r } = serve([
+      "--workers",
+      "2",
+      "--listen",
+      "127.0.0.1:0",
+      "--proxy-protocol",
+      "--proxy-trusted",
+      "127.0.0.1",
+      "--xclient-trusted",
+      "198.51.100.0/24"
+    ])
+    const [address] = await listening(r, 1)
+    await Effect.runPromise(Effect.scoped(Effect.gen(function*() {
+      const p = yield* Wire.connect({ endpoint: endpointOf(address!) })
+      yield* p.write(ProxyProtocol.format({
+        version: 2,
+        source: { _tag: "Tcp", host: "198.51.100.7", port: 4711 },
+        destination: { _tag: "Tcp", host: "203.0.113.25", port: 25 }
+      }))
+      assert.strictEqual((yield* p.reply).code, 220)
+      yield* send(p, "proxied@example.com")
+      // The client behind the proxy is in 198.51.100.0/24: XCLIENT is offered to it.
+      assert.strictEqual((yield* p.command("XCLIENT ADDR=192.0.2.55 PORT=1025")).code, 220)
+      yield* send(p, "xclient@example.com")
+    })).pipe(Effect.provide(NodeTransport.layer)))
+    await r.waitFor(() => r.events.filter((e) => e.event === "received").length === 2)
+    const remotes = r.events.filter((e) => e.event === "received").map((e) => e.remote)
+    assert.deepStrictEqual(remotes, ["198.51.100.7:4711", "192.0.2.55:1025"])
+    // Not from a trusted proxy: closed without a greeting.
+    const direct = await new Promise<string>((resolve) => {
+      const s = net.connect({ host: "127.0.0.1", port: Number(address!.split(":")[1]), localAddress: "127.0.0.2" })
+      let got = ""
+      s.on("data", (c) => (got += c.toString()))
+      s.on("close", () => resolve(got))
+      s.on("error", () => {})
+    })
+    assert.strictEqual(direct, "")
+  })
+})
