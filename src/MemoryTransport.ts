@@ -24,7 +24,7 @@ import * as Layer from "effect/Layer"
 import * as Queue from "effect/Queue"
 import * as Result from "effect/Result"
 import type * as Scope from "effect/Scope"
-import * as ProxyListener from "./internal/ProxyListener.ts"
+import * as ProxyListener from "./internal/transport/ProxyListener.ts"
 import {
   type ConnectOptions,
   type Endpoint,

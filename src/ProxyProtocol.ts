@@ -14,7 +14,7 @@
  *
  * @since 0.1.0
  */
-import * as IpNetworks from "./internal/IpNetworks.ts"
+import * as IpNetworks from "./internal/transport/IpNetworks.ts"
 import type { Endpoint } from "./Transport.ts"
 
 /** One type-length-value field of a version 2 header. */

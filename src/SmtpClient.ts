@@ -41,13 +41,13 @@ import type * as Scope from "effect/Scope"
 import * as Tracer from "effect/Tracer"
 import { SmtpError } from "./SmtpError.ts"
 import { type Network, type Transport, TransportError } from "./Transport.ts"
-import * as Config from "./internal/ClientConfig.ts"
-import * as Connection from "./internal/ClientConnection.ts"
-import { type ClientError, RecipientsRefused } from "./internal/ClientErrors.ts"
+import * as Config from "./internal/client/Config.ts"
+import * as Connection from "./internal/client/Connection.ts"
+import { type ClientError, RecipientsRefused } from "./internal/client/Errors.ts"
 
-export type { Body } from "./internal/ClientBody.ts"
-export type { AuthInput, ClientOptions, ConnectOptions, Security, Timeouts } from "./internal/ClientConfig.ts"
-export { defaultTimeouts } from "./internal/ClientConfig.ts"
+export type { Body } from "./internal/client/Body.ts"
+export type { AuthInput, ClientOptions, ConnectOptions, Security, Timeouts } from "./internal/client/Config.ts"
+export { defaultTimeouts } from "./internal/client/Config.ts"
 export type {
   AcceptedRecipient,
   LmtpStatus,
@@ -55,10 +55,10 @@ export type {
   Recipient,
   SendResult,
   SmtpClient
-} from "./internal/ClientConnection.ts"
-export { DEFAULT_CHUNK_SIZE } from "./internal/ClientConnection.ts"
-export type { ClientError, RejectedRecipient } from "./internal/ClientErrors.ts"
-export { RecipientsRefused, SmtpClientError, SmtpProtocolError } from "./internal/ClientErrors.ts"
+} from "./internal/client/Connection.ts"
+export { DEFAULT_CHUNK_SIZE } from "./internal/client/Connection.ts"
+export type { ClientError, RejectedRecipient } from "./internal/client/Errors.ts"
+export { RecipientsRefused, SmtpClientError, SmtpProtocolError } from "./internal/client/Errors.ts"
 
 /** Everything `send` and `sendMail` can fail with. */
 export type SendError = ClientError | RecipientsRefused

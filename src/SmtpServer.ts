@@ -17,15 +17,15 @@ import type * as Scope from "effect/Scope"
 import * as Tracer from "effect/Tracer"
 import { Backend } from "./Backend.ts"
 import { Reply } from "./Reply.ts"
-import * as ServerConfig from "./internal/ServerConfig.ts"
-import { serve } from "./internal/ServerConnection.ts"
-import * as Metrics from "./internal/ServerMetrics.ts"
-import * as ServerReplies from "./internal/ServerReplies.ts"
-import * as Watchdog from "./internal/Watchdog.ts"
+import * as ServerConfig from "./internal/server/Config.ts"
+import { serve } from "./internal/server/Conversation.ts"
+import * as Metrics from "./internal/server/Metrics.ts"
+import * as ServerReplies from "./internal/server/Replies.ts"
+import * as Watchdog from "./internal/server/Deadlines.ts"
 import { type Endpoint, formatEndpoint, type Listener, Network, type Transport, TransportError } from "./Transport.ts"
 
-export type { Extensions, ListenSpec, ServerOptions, XclientOptions } from "./internal/ServerConfig.ts"
-export { defaultExtensions } from "./internal/ServerConfig.ts"
+export type { Extensions, ListenSpec, ServerOptions, XclientOptions } from "./internal/server/Config.ts"
+export { defaultExtensions } from "./internal/server/Config.ts"
 
 /** One bound listener, as clients see it. */
 export interface BoundListener {
@@ -190,7 +190,7 @@ export const layerConfig = (
   overrides: Partial<ServerConfig.ServerOptions> = {}
 ): Layer.Layer<SmtpServer, TransportError | Config.ConfigError, Backend | Network> =>
   Layer.unwrap(Effect.flatMap(
-    Effect.promise(() => import("./internal/ServerEnvironment.ts")),
+    Effect.promise(() => import("./internal/server/Environment.ts")),
     (env) => Effect.map(env.fromConfig(parseListenAddress), (options) => layer({ ...options, ...overrides }))
   ))
 

@@ -3,7 +3,7 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
-import { bareLineEndingError } from "../../src/internal/LineReader.ts"
+import { bareLineEndingError } from "../../src/internal/codec/LineReader.ts"
 import { dataTooLarge, SmtpError } from "../../src/SmtpError.ts"
 import * as Files from "./support/files.ts"
 import { python } from "./support/python.ts"

@@ -12,7 +12,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as fc from "fast-check"
-import type { BareLineEndingPolicy } from "../../src/internal/DotCodec.ts"
+import type { BareLineEndingPolicy } from "../../src/internal/codec/DotCodec.ts"
 import * as SmtpClient from "../../src/SmtpClient.ts"
 import { Network } from "../../src/Transport.ts"
 import { makeBackend } from "../support/backend.ts"

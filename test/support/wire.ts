@@ -5,7 +5,7 @@
 import * as Effect from "effect/Effect"
 import * as Result from "effect/Result"
 import type * as Scope from "effect/Scope"
-import * as LineReader from "../../src/internal/LineReader.ts"
+import * as LineReader from "../../src/internal/codec/LineReader.ts"
 import * as Reply from "../../src/Reply.ts"
 import { type ConnectOptions, Network, type Transport, TransportError } from "../../src/Transport.ts"
 

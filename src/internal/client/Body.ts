@@ -10,8 +10,8 @@ import * as Exit from "effect/Exit"
 import * as Pull from "effect/Pull"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
-import type { TransportError } from "../Transport.ts"
-import { DotEncoder, wordsOf, wordStartOf } from "./DotCodec.ts"
+import type { TransportError } from "../../Transport.ts"
+import { DotEncoder, wordsOf, wordStartOf } from "../codec/DotCodec.ts"
 
 /**
  * A message: text (sent as UTF-8), bytes, or a stream of bytes. Bytes that need no change

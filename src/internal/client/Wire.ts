@@ -14,10 +14,10 @@ import * as Exit from "effect/Exit"
 import type * as Fiber from "effect/Fiber"
 import * as Result from "effect/Result"
 import type * as Scope from "effect/Scope"
-import * as Reply from "../Reply.ts"
-import { type Transport, TransportError } from "../Transport.ts"
-import { invalidArgument, type SmtpClientError, SmtpProtocolError } from "./ClientErrors.ts"
-import * as LineReader from "./LineReader.ts"
+import * as Reply from "../../Reply.ts"
+import { type Transport, TransportError } from "../../Transport.ts"
+import { invalidArgument, type SmtpClientError, SmtpProtocolError } from "./Errors.ts"
+import * as LineReader from "../codec/LineReader.ts"
 
 export interface Wire {
   readonly transport: Transport

@@ -5,11 +5,11 @@ import * as Base64 from "effect/encoding/Base64"
 import * as Hex from "effect/encoding/Hex"
 import * as Result from "effect/Result"
 import { createHmac } from "node:crypto"
-import * as B64 from "../../src/internal/sasl/base64.ts"
-import * as Bytes from "../../src/internal/sasl/bytes.ts"
-import * as Crypto from "../../src/internal/sasl/crypto.ts"
-import { saslprep } from "../../src/internal/sasl/saslprep.ts"
-import { constantTimeEqual } from "../../src/Sasl.ts"
+import * as B64 from "../../../src/internal/sasl/base64.ts"
+import * as Bytes from "../../../src/internal/sasl/bytes.ts"
+import * as Crypto from "../../../src/internal/sasl/crypto.ts"
+import { saslprep } from "../../../src/internal/sasl/saslprep.ts"
+import { constantTimeEqual } from "../../../src/Sasl.ts"
 
 const hex = (b: Uint8Array) => Hex.encode(b)
 const ascii = (s: string) => Bytes.utf8(s)

@@ -2,11 +2,11 @@
  * The replies of one server, formatted once when the server starts: each is the exact text
  * that goes on the wire, so answering a command is a string append.
  */
-import type { EnhancedCode } from "../EnhancedCode.ts"
-import { formatReply } from "../Reply.ts"
-import * as SmtpError from "../SmtpError.ts"
-import { lineTooLongError } from "./LineReader.ts"
-import type { ResolvedConfig } from "./ServerConfig.ts"
+import type { EnhancedCode } from "../../EnhancedCode.ts"
+import { formatReply } from "../../Reply.ts"
+import * as SmtpError from "../../SmtpError.ts"
+import { lineTooLongError } from "../codec/LineReader.ts"
+import type { ResolvedConfig } from "./Config.ts"
 
 /** Wire text of a reply; with ENHANCEDSTATUSCODES off, enhanced codes are left out. */
 export type Format = (code: number, enhanced: EnhancedCode | undefined, text: string) => string

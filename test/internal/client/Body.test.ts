@@ -8,8 +8,8 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
 import * as fc from "fast-check"
-import * as ClientBody from "../../src/internal/ClientBody.ts"
-import { concat, text } from "../support/bytes.ts"
+import * as ClientBody from "../../../src/internal/client/Body.ts"
+import { concat, text } from "../../support/bytes.ts"
 
 const CR = 13
 const LF = 10

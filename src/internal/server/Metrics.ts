@@ -16,3 +16,14 @@ export const tlsFailures = Metric.counter("smtp_server_starttls_failures_total",
 export const authFailures = Metric.counter("smtp_server_auth_failures_total", { description: "failed AUTH attempts" })
 
 export const rejection = (code: number) => Metric.update(Metric.withAttributes(rejections, { code: String(code) }), 1)
+
+/** The rejections counter for one reply code (made once per code). */
+const rejectionsByCode = new Map<number, Metric.Metric<number, unknown>>()
+export const rejectionsOf = (code: number) => {
+  let m = rejectionsByCode.get(code)
+  if (m === undefined) {
+    m = Metric.withAttributes(rejections, { code: String(code) })
+    rejectionsByCode.set(code, m)
+  }
+  return m
+}

@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as fc from "fast-check"
-import { type BareLineEndingPolicy, DotDecoder, DotEncoder } from "../../src/internal/DotCodec.ts"
-import { bytes, concat, normalizeBody, text } from "../support/bytes.ts"
+import { type BareLineEndingPolicy, DotDecoder, DotEncoder } from "../../../src/internal/codec/DotCodec.ts"
+import { bytes, concat, normalizeBody, text } from "../../support/bytes.ts"
 
 const CR = 13
 const LF = 10

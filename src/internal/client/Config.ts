@@ -4,9 +4,9 @@
 import * as Duration from "effect/Duration"
 import * as Redacted from "effect/Redacted"
 import * as Result from "effect/Result"
-import type * as Sasl from "../Sasl.ts"
-import { invalidArgument, type SmtpClientError } from "./ClientErrors.ts"
-import type { Endpoint, TlsClientOptions } from "../Transport.ts"
+import type * as Sasl from "../../Sasl.ts"
+import { invalidArgument, type SmtpClientError } from "./Errors.ts"
+import type { Endpoint, TlsClientOptions } from "../../Transport.ts"
 
 /**
  * How the connection is protected:

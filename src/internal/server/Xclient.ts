@@ -6,11 +6,18 @@
  *     XCLIENT 1*( SP name "=" xtext-value ), name one of NAME ADDR PORT PROTO HELO LOGIN
  *     DESTADDR DESTPORT (any case); [UNAVAILABLE], [TEMPUNAVAIL] and IPV6: in any case.
  */
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Result from "effect/Result"
-import type { XclientAttributes } from "../Backend.ts"
-import type { Endpoint } from "../Transport.ts"
-import * as Xtext from "../Xtext.ts"
-import * as IpNetworks from "./IpNetworks.ts"
+import * as Scope from "effect/Scope"
+import type { XclientAttributes } from "../../Backend.ts"
+import type * as Command from "../../Command.ts"
+import type { Endpoint } from "../../Transport.ts"
+import * as Xtext from "../../Xtext.ts"
+import * as IpNetworks from "../transport/IpNetworks.ts"
+import type { Conversation } from "./Conversation.ts"
+import { loadSasl } from "./Security.ts"
+import { Close, type Step } from "./Step.ts"
 
 /** The EHLO keyword with the attributes this server takes. */
 export const KEYWORD = "XCLIENT NAME ADDR PORT PROTO HELO LOGIN DESTADDR DESTPORT"
@@ -91,4 +98,36 @@ export const endpoint = (original: Endpoint | undefined, addr: string | undefine
   const host = addr !== undefined ? known(addr) : original?._tag === "Tcp" ? original.host : undefined
   if (host === undefined) return undefined
   return { _tag: "Tcp", host, port: Number(known(port) ?? 0) }
+}
+
+/** XCLIENT is a command only where it is configured; elsewhere it is unknown. */
+export function isXclient(self: Conversation, cmd: Command.Unknown): boolean {
+  return self.c.xclient !== undefined && isVerb(cmd.verb)
+}
+
+/**
+ * XCLIENT: a trusted client says whom it speaks for. As Postfix does, the session starts over
+ * as if the client had just connected with those facts: a new backend session and a 220.
+ */
+export function xclient(self: Conversation, arg: string): Step {
+  const r = self.r
+  if (!self.xclientAllowed) return r.xclientRefused
+  if (self.tx !== undefined) return r.xclientDuringTransaction
+  const parsed = parse(arg)
+  if (Result.isFailure(parsed)) return r.format(501, [5, 5, 4], parsed.failure)
+  const a: XclientAttributes = { ...self.xclientAttributes, ...parsed.success }
+  return Effect.gen(function*() {
+    self.xclientAttributes = a
+    self.remote = endpoint(self.transport.remoteEndpoint, a.addr, a.port)
+    self.local = endpoint(self.transport.localEndpoint, a.destaddr, a.destport)
+    self.helo = known(a.helo)
+    self.extended = self.helo !== undefined && a.proto !== "SMTP"
+    self.authIdentity = known(a.login)
+    yield* Effect.logInfo("XCLIENT", a)
+    if (self.sessionScope !== undefined) yield* Scope.close(self.sessionScope, Exit.void)
+    const refused = yield* self.openSession()
+    if (refused !== undefined) return yield* Effect.fail(new Close(refused === "unavailable" ? r.unavailable : r.error(refused)))
+    if (self.session.auth !== undefined) yield* loadSasl
+    return r.greeting
+  })
 }

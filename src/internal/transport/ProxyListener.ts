@@ -6,8 +6,14 @@
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Result from "effect/Result"
-import * as ProxyProtocol from "../ProxyProtocol.ts"
-import { type Endpoint, formatEndpoint, type ProxyProtocolOptions, type Transport, TransportError } from "../Transport.ts"
+import * as ProxyProtocol from "../../ProxyProtocol.ts"
+import {
+  type Endpoint,
+  formatEndpoint,
+  type ProxyProtocolOptions,
+  type Transport,
+  TransportError
+} from "../../Transport.ts"
 import * as IpNetworks from "./IpNetworks.ts"
 
 /** Postfix's `smtpd_upstream_proxy_timeout`: a proxy sends its header at once. */

@@ -11,9 +11,9 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import { TestClock } from "effect/testing"
-import * as ClientWire from "../../src/internal/ClientWire.ts"
-import * as MemoryTransport from "../../src/MemoryTransport.ts"
-import { type Transport, TransportError } from "../../src/Transport.ts"
+import * as ClientWire from "../../../src/internal/client/Wire.ts"
+import * as MemoryTransport from "../../../src/MemoryTransport.ts"
+import { type Transport, TransportError } from "../../../src/Transport.ts"
 
 /** Lets forked fibers run up to their next suspension. */
 const settle = Effect.gen(function*() {

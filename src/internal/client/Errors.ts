@@ -4,9 +4,9 @@
  * that cannot be sent, or no recipient was accepted.
  */
 import * as Data from "effect/Data"
-import type { Reply } from "../Reply.ts"
-import type { SmtpError } from "../SmtpError.ts"
-import type { TransportError } from "../Transport.ts"
+import type { Reply } from "../../Reply.ts"
+import type { SmtpError } from "../../SmtpError.ts"
+import type { TransportError } from "../../Transport.ts"
 
 /**
  * The server broke the protocol; the connection is closed, as nothing it sends can be trusted.

@@ -14,10 +14,10 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type { NonEmptyReadonlyArray } from "effect/Array"
 import * as Stream from "effect/Stream"
-import * as SmtpError from "../SmtpError.ts"
-import { type Transport, TransportError } from "../Transport.ts"
+import * as SmtpError from "../../SmtpError.ts"
+import { type Transport, TransportError } from "../../Transport.ts"
 import { type BareLineEndingPolicy, DotDecoder } from "./DotCodec.ts"
-import type { Watchdog } from "./Watchdog.ts"
+import type { Watchdog } from "../server/Deadlines.ts"
 
 export class LineTooLong extends Data.TaggedError("LineTooLong")<{ readonly limit: number }> {}
 

@@ -5,7 +5,7 @@
  */
 import * as Effect from "effect/Effect"
 import * as fs from "node:fs"
-import type { UnixSocketAccess } from "../Transport.ts"
+import type { UnixSocketAccess } from "../../Transport.ts"
 
 /** What `fs.chmod` and `fs.chown` get; -1 leaves the owner or group as they are. */
 export interface ResolvedAccess {

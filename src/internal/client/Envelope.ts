@@ -7,12 +7,12 @@
  * what happens to the message (BODY, SMTPUTF8, REQUIRETLS, BY, RRVS).
  */
 import * as Result from "effect/Result"
-import * as Address from "../Address.ts"
-import * as Command from "../Command.ts"
-import * as MailOptions from "../MailOptions.ts"
-import type { Reply } from "../Reply.ts"
-import { invalidArgument, type SmtpClientError, unsupported } from "./ClientErrors.ts"
-import { commandLine } from "./ClientWire.ts"
+import * as Address from "../../Address.ts"
+import * as Command from "../../Command.ts"
+import * as MailOptions from "../../MailOptions.ts"
+import type { Reply } from "../../Reply.ts"
+import { invalidArgument, type SmtpClientError, unsupported } from "./Errors.ts"
+import { commandLine } from "./Wire.ts"
 
 /** EHLO keywords (upper case) and their parameters ("" when none). */
 export type Extensions = ReadonlyMap<string, string>

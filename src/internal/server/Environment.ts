@@ -2,8 +2,8 @@
 import * as Config from "effect/Config"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import { type Endpoint, TransportError } from "../Transport.ts"
-import type { ServerOptions } from "./ServerConfig.ts"
+import { type Endpoint, TransportError } from "../../Transport.ts"
+import type { ServerOptions } from "./Config.ts"
 
 export const fromConfig = (
   parseListenAddress: (text: string) => Endpoint

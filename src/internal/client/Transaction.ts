@@ -9,13 +9,13 @@
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Result from "effect/Result"
-import * as Address from "../Address.ts"
-import type * as MailOptions from "../MailOptions.ts"
-import type { Reply } from "../Reply.ts"
-import { SmtpError } from "../SmtpError.ts"
-import { TransportError } from "../Transport.ts"
-import * as ClientBody from "./ClientBody.ts"
-import * as Envelope from "./ClientEnvelope.ts"
+import * as Address from "../../Address.ts"
+import type * as MailOptions from "../../MailOptions.ts"
+import type { Reply } from "../../Reply.ts"
+import { SmtpError } from "../../SmtpError.ts"
+import { TransportError } from "../../Transport.ts"
+import * as ClientBody from "./Body.ts"
+import * as Envelope from "./Envelope.ts"
 import {
   type ClientError,
   invalidArgument,
@@ -24,8 +24,8 @@ import {
   type SmtpClientError,
   type SmtpProtocolError,
   unsupported
-} from "./ClientErrors.ts"
-import { exitOf, expect, failure, is2xx, isFatal, type Session, chain, unexpected } from "./ClientSession.ts"
+} from "./Errors.ts"
+import { exitOf, expect, failure, is2xx, isFatal, type Session, chain, unexpected } from "./Session.ts"
 
 /** BDAT chunk size when none is given. */
 export const DEFAULT_CHUNK_SIZE = 256 * 1024

@@ -2,10 +2,12 @@
  * Server options and their defaults. Every limit has a safe default; `resolve` fills them in.
  */
 import * as Duration from "effect/Duration"
-import { defaultFor, type EnhancedCode } from "../EnhancedCode.ts"
-import type { BareLineEndingPolicy } from "./DotCodec.ts"
-import type { Endpoint, ProxyProtocolOptions, TlsServerOptions, UnixSocketAccess } from "../Transport.ts"
-import * as IpNetworks from "./IpNetworks.ts"
+import { defaultFor, type EnhancedCode } from "../../EnhancedCode.ts"
+import type { BareLineEndingPolicy } from "../codec/DotCodec.ts"
+import type { Endpoint, ProxyProtocolOptions, TlsServerOptions, UnixSocketAccess } from "../../Transport.ts"
+import type * as MailOptions from "../../MailOptions.ts"
+import type { BodyDeadline } from "../codec/LineReader.ts"
+import * as IpNetworks from "../transport/IpNetworks.ts"
 
 /** One listening socket. `implicitTls` listeners speak TLS from the first byte (port 465). */
 export interface ListenSpec {
@@ -283,4 +285,30 @@ const xclientNetworks = (o: XclientOptions): IpNetworks.Networks => {
   const parsed = IpNetworks.parse(o.trusted)
   if (parsed._tag === "Failure") throw new Error(`xclient.trusted: ${parsed.failure}`)
   return parsed.success
+}
+
+/** What every connection of a server reads alike, made once per server. */
+const settings = new WeakMap<ResolvedConfig, { readonly bodyDeadline: BodyDeadline; readonly mailEnabled: MailOptions.Enabled }>()
+export const connectionSettings = (c: ResolvedConfig) => {
+  let s = settings.get(c)
+  if (s === undefined) {
+    const ext = c.extensions
+    s = {
+      bodyDeadline: { idle: c.dataTimeout, minBytesPerSecond: c.minDataRate },
+      mailEnabled: {
+        size: c.maxMessageBytes > 0,
+        eightBitMime: ext.eightBitMime,
+        binaryMime: ext.binaryMime && ext.chunking,
+        smtputf8: ext.smtputf8,
+        requireTls: ext.requireTls,
+        dsn: ext.dsn,
+        auth: false,
+        rrvs: ext.rrvs,
+        deliverBy: ext.deliverBy,
+        mtPriority: ext.mtPriority
+      }
+    }
+    settings.set(c, s)
+  }
+  return s
 }

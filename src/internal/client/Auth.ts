@@ -8,13 +8,13 @@
  */
 import * as Effect from "effect/Effect"
 import * as Result from "effect/Result"
-import type * as Sasl from "../Sasl.ts"
-import type * as SaslModule from "../Sasl.ts"
-import * as Config from "./ClientConfig.ts"
-import type { AuthInput } from "./ClientConfig.ts"
-import * as Envelope from "./ClientEnvelope.ts"
-import { type ClientError, invalidArgument, SmtpClientError, SmtpProtocolError, unsupported } from "./ClientErrors.ts"
-import { expect, type Session } from "./ClientSession.ts"
+import type * as Sasl from "../../Sasl.ts"
+import type * as SaslModule from "../../Sasl.ts"
+import * as Config from "./Config.ts"
+import type { AuthInput } from "./Config.ts"
+import * as Envelope from "./Envelope.ts"
+import { type ClientError, invalidArgument, SmtpClientError, SmtpProtocolError, unsupported } from "./Errors.ts"
+import { expect, type Session } from "./Session.ts"
 
 const isCredentials = (input: AuthInput): input is Sasl.Credentials => !Array.isArray(input) && "_tag" in input
 
@@ -27,7 +27,7 @@ const authFailure = (e: Sasl.SaslError): ClientError =>
 const MAX_AUTH_LINE = 512
 
 let saslModule: Promise<typeof SaslModule> | undefined
-const loadSasl: Effect.Effect<typeof SaslModule> = Effect.promise(() => (saslModule ??= import("../Sasl.ts")))
+const loadSasl: Effect.Effect<typeof SaslModule> = Effect.promise(() => (saslModule ??= import("../../Sasl.ts")))
 
 const exchange = (s: Session, Sasl: typeof SaslModule, mechanism: Sasl.ClientMechanism): Effect.Effect<void, ClientError> =>
   Effect.gen(function*() {

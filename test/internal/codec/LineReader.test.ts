@@ -6,12 +6,12 @@ import * as Fiber from "effect/Fiber"
 import * as Stream from "effect/Stream"
 import { TestClock } from "effect/testing"
 import * as fc from "fast-check"
-import { DotDecoder, DotEncoder } from "../../src/internal/DotCodec.ts"
-import * as LineReader from "../../src/internal/LineReader.ts"
-import type { SmtpError } from "../../src/SmtpError.ts"
-import type { TransportError } from "../../src/Transport.ts"
-import * as Scripted from "../support/ScriptedTransport.ts"
-import { bytes, concat, normalizeBody, text } from "../support/bytes.ts"
+import { DotDecoder, DotEncoder } from "../../../src/internal/codec/DotCodec.ts"
+import * as LineReader from "../../../src/internal/codec/LineReader.ts"
+import type { SmtpError } from "../../../src/SmtpError.ts"
+import type { TransportError } from "../../../src/Transport.ts"
+import * as Scripted from "../../support/ScriptedTransport.ts"
+import { bytes, concat, normalizeBody, text } from "../../support/bytes.ts"
 
 const split = (input: Uint8Array, cuts: ReadonlyArray<number>): Array<Uint8Array> => {
   const points = [...new Set(cuts.map((c) => c % (input.length + 1)))].sort((a, b) => a - b)

@@ -1,0 +1,624 @@
+/**
+ * One server connection: the SMTP/LMTP state machine from greeting to close.
+ *
+ * A `Conversation` holds the connection's state, queues its replies and runs the loop; the
+ * commands' handlers live beside it, one module per part of the protocol (Mail: HELO to DATA
+ * and RSET; Chunking: BDAT; Security: STARTTLS and AUTH; Xclient). Commands are handled
+ * synchronously: a handler returns the reply to queue, and an Effect only when it must wait (a
+ * backend call that is not already complete, a message body, TLS, AUTH). Every buffered command
+ * is answered before anything is written, so a pipelined group costs one write; the usual write
+ * completes at once and needs no timer.
+ *
+ * Everything the peer can make us wait for has a deadline; every bad input gets a reply.
+ */
+import * as Cause from "effect/Cause"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import type * as Latch from "effect/Latch"
+import * as Metric from "effect/Metric"
+import * as Option from "effect/Option"
+import * as References from "effect/References"
+import * as Scope from "effect/Scope"
+import * as Tracer from "effect/Tracer"
+import {
+  Backend,
+  Connection,
+  type ConnectionInfo,
+  type Session,
+  type XclientAttributes
+} from "../../Backend.ts"
+import * as Command from "../../Command.ts"
+import * as MailOptions from "../../MailOptions.ts"
+import type * as Sasl from "../../Sasl.ts"
+import * as SmtpError from "../../SmtpError.ts"
+import { type Endpoint, type Transport, TransportError } from "../../Transport.ts"
+import * as LineReader from "../codec/LineReader.ts"
+import { connectionSettings, type ResolvedConfig } from "./Config.ts"
+import * as Metrics from "./Metrics.ts"
+import { codeOf, isNegative, type ServerReplies } from "./Replies.ts"
+import * as Watchdog from "./Deadlines.ts"
+import * as Chunking from "./Chunking.ts"
+import * as Mail from "./Mail.ts"
+import type { Transaction } from "./Mail.ts"
+import * as Security from "./Security.ts"
+import { AUTH_LINE_LENGTH, loadSasl } from "./Security.ts"
+import { isBinary, isNotSmtp, mustWait } from "./Refusals.ts"
+import { Close, type Outcome, type Step, type Stop } from "./Step.ts"
+import { redactAuth, traceLog } from "./Trace.ts"
+import * as Xclient from "./Xclient.ts"
+
+export interface ConnectionContext {
+  readonly config: ResolvedConfig
+  readonly replies: ServerReplies
+  readonly id: string
+  readonly implicitTls: boolean
+  /** Opens when the server starts shutting down. */
+  readonly shutdown: Latch.Latch
+  /**
+   * Registers what to do when the server starts shutting down (a connection waiting for a
+   * command outside a transaction is told 421 at once); returns the unregistration.
+   */
+  readonly onShutdown: (f: () => void) => () => void
+  /** The server's deadline keeper: every connection's timeouts. */
+  readonly deadlines: Watchdog.Deadlines
+  /** Added to every log line of the connection. */
+  readonly logAnnotations: Readonly<Record<string, string>>
+}
+
+/** Replies queued before they are written even though more commands are buffered. */
+const MAX_QUEUED_REPLIES = 64
+
+export class Conversation {
+  readonly c: ResolvedConfig
+  readonly r: ServerReplies
+  readonly lmtp: boolean
+  readonly reader: LineReader.LineReader
+  readonly bodyDeadline: LineReader.BodyDeadline
+  readonly mailEnabled: MailOptions.Enabled
+  readonly info: ConnectionInfo
+  session!: Session
+  backend!: Backend["Service"]
+  /** The connection's scope; with XCLIENT on, each session has a child scope of its own. */
+  scope!: Scope.Scope
+  sessionScope: Scope.Closeable | undefined = undefined
+
+  // --- connection state ---
+  helo: string | undefined = undefined
+  extended = false
+  /** Commands may be pipelined: not after HELO, nor after EHLO without PIPELINING. */
+  pipelining = true
+  /** The reply a refused session started with (then only QUIT is accepted). */
+  refusal: string | undefined = undefined
+  /** The time for a whole command line. */
+  commandTimeout: Duration.Duration
+  /** What `trace` logs next, oldest first (undefined when not tracing). */
+  trace: Array<string> | undefined
+  authIdentity: string | undefined = undefined
+  remote: Endpoint | undefined
+  local: Endpoint | undefined
+  /** XCLIENT is offered to this client (its address is in `xclient.trusted`). */
+  readonly xclientAllowed: boolean
+  xclientAttributes: XclientAttributes | undefined = undefined
+  authFailures = 0
+  errors = 0
+  unknownInARow = 0
+  tx: Transaction | undefined = undefined
+  /** Replies waiting to be written, and how many. */
+  pending = ""
+  pendingCount = 0
+  /** Waiting for a command outside a transaction: shutdown need not wait for it. */
+  idle = false
+  /** The deadline of the command line being read is set. */
+  lineDeadline = false
+  /** A write the peer did not take in time: the conversation stops where it is stuck. */
+  writeStuck = false
+
+  readonly transport: Transport
+  readonly ctx: ConnectionContext
+  readonly watchdog: Watchdog.Watchdog
+  readonly fiber: Fiber.Fiber<unknown, unknown>
+  readonly services: Context.Context<never>
+  readonly traced: boolean
+
+  constructor(
+    transport: Transport,
+    ctx: ConnectionContext,
+    watchdog: Watchdog.Watchdog,
+    fiber: Fiber.Fiber<unknown, unknown>,
+    services: Context.Context<never>
+  ) {
+    this.transport = transport
+    this.ctx = ctx
+    this.watchdog = watchdog
+    this.fiber = fiber
+    this.services = services
+    // Spans cost a little per transaction: none when no tracer would receive them.
+    this.traced = fiber.getRef(Tracer.Tracer) !== Tracer.nativeTracer
+    const c = ctx.config
+    this.c = c
+    this.r = ctx.replies
+    this.commandTimeout = c.commandTimeout
+    this.trace = c.trace ? [] : undefined
+    this.lmtp = c.protocol === "lmtp"
+    this.reader = LineReader.make(transport, {
+      maxLineLength: Math.max(c.maxLineLength, AUTH_LINE_LENGTH),
+      watchdog: { watchdog, onBodyTimeout: this.expireRead }
+    })
+    const shared = connectionSettings(c)
+    this.bodyDeadline = shared.bodyDeadline
+    this.mailEnabled = shared.mailEnabled
+    this.remote = transport.remoteEndpoint
+    this.local = transport.localEndpoint
+    const peer = transport.remoteEndpoint
+    this.xclientAllowed = c.xclient !== undefined && peer?._tag === "Tcp" && c.xclient.contains(peer.host)
+    const self = this
+    this.info = {
+      id: ctx.id,
+      protocol: c.protocol,
+      // Getters: XCLIENT may change them.
+      get localEndpoint() {
+        return self.local
+      },
+      get remoteEndpoint() {
+        return self.remote
+      },
+      proxy: transport.proxy,
+      xclient: () => self.xclientAttributes,
+      tls: () => transport.tls(),
+      helo: () => self.helo,
+      authenticatedAs: () => self.authIdentity
+    }
+  }
+
+  count(metric: Metric.Metric<number, unknown>, n: number) {
+    metric.updateUnsafe(n, this.services)
+  }
+
+  // --- deadlines ---
+
+  /** A peer too slow to send gets 421 4.4.2. */
+  readonly expireRead: Effect.Effect<void> = Effect.suspend(() =>
+    Effect.andThen(this.farewell(this.r.timeout), this.transport.close)
+  )
+
+  /** A peer too slow to read our replies is just closed: a farewell would only wait again. */
+  readonly expireWrite: Effect.Effect<void> = Effect.sync(() => {
+    this.writeStuck = true
+    this.fiber.interruptUnsafe()
+  })
+
+  readonly disarmWrite = () => {
+    this.watchdog.disarm()
+  }
+
+  // --- replies ---
+
+  /**
+   * Last words: the replies still queued (one may acknowledge a message the backend has
+   * stored), then `last`, written within 5 seconds or not at all.
+   */
+  farewell(last: string): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      this.push(last)
+      const out = this.pending
+      this.pending = ""
+      this.pendingCount = 0
+      const write = this.transport.write(out).pipe(Effect.timeout(Duration.seconds(5)), Effect.ignore)
+      return this.trace === undefined ? write : Effect.andThen(this.logTrace(), write)
+    })
+  }
+
+  push(wire: string) {
+    this.pending += wire
+    this.pendingCount++
+    if (this.trace !== undefined) this.trace.push("S" + wire.slice(0, -2).replaceAll("\r\n", " | "))
+  }
+
+  /** Writes the queued replies; an Effect only when the peer is slow to take them (or when tracing). */
+  flush(): Effect.Effect<void, TransportError> | undefined {
+    if (this.pendingCount === 0) return undefined
+    const out = this.pending
+    this.pending = ""
+    this.pendingCount = 0
+    if (this.trace !== undefined) return Effect.andThen(this.logTrace(), Effect.suspend(() => this.write(out) ?? Effect.void))
+    return this.write(out)
+  }
+
+  write(out: string): Effect.Effect<void, TransportError> | undefined {
+    const written = this.transport.writeUnsafe(out)
+    if (Exit.isExit(written)) return Exit.isSuccess(written) ? undefined : written
+    this.watchdog.arm(this.c.writeTimeout, this.expireWrite)
+    return Effect.map(written, this.disarmWrite)
+  }
+
+  /** Logs what the trace holds, in order. */
+  logTrace(): Effect.Effect<void> {
+    const entries = this.trace!
+    this.trace = []
+    return Effect.forEach(entries, traceLog, { discard: true })
+  }
+
+  /** A command line as the trace shows it. */
+  traceCommand(line: string) {
+    this.trace!.push("C" + redactAuth(line))
+  }
+
+  readonly flushEffect: Effect.Effect<void, TransportError> = Effect.suspend(() => this.flush() ?? Effect.void)
+
+  /** Queues a reply; negative replies count towards the error limits. */
+  send(wire: string): Effect.Effect<void, Close | TransportError> | undefined {
+    if (!isNegative(wire)) {
+      this.push(wire)
+      return undefined
+    }
+    this.errors++
+    this.count(Metrics.rejectionsOf(codeOf(wire)), 1)
+    const stop = this.errors >= this.c.hardErrorLimit ? new Close(this.r.tooManyErrors) : undefined
+    if (this.errors <= this.c.softErrorLimit) {
+      this.push(wire)
+      return stop === undefined ? undefined : Effect.fail(stop)
+    }
+    // Past the soft limit the error reply itself is held back (what was waiting goes first).
+    return this.flushEffect.pipe(
+      Effect.andThen(Effect.sleep(this.c.errorDelay)),
+      Effect.andThen(Effect.suspend(() => {
+        this.push(wire)
+        return stop === undefined ? Effect.void : Effect.fail(stop)
+      }))
+    )
+  }
+
+  // --- calling the backend ---
+
+  /**
+   * Runs a session operation: an SmtpError becomes its reply, any other failure 451 (logged).
+   * Defects propagate. A backend answering with a completed Effect (`Effect.void`) is answered
+   * without running anything.
+   */
+  call<A>(op: string, eff: Effect.Effect<A, unknown, Connection>, onSuccess: (a: A) => Outcome): Step {
+    if (Exit.isExit(eff) && Exit.isSuccess(eff)) return onSuccess(eff.value as A)
+    return Effect.matchEffect(eff as Effect.Effect<A, unknown>, {
+      onSuccess: (a) => Effect.succeed(onSuccess(a)),
+      onFailure: (e) => Effect.as(this.logFailure(op, e), this.failureReply(e))
+    })
+  }
+
+  failureReply(e: unknown): string {
+    return e instanceof SmtpError.SmtpError ? this.r.error(e) : this.r.localError
+  }
+
+  logFailure(op: string, e: unknown): Effect.Effect<void> {
+    if (e instanceof SmtpError.SmtpError) return Effect.void
+    // The client went away mid-body: not the backend's fault.
+    if (e !== undefined && e === this.reader.transportFailure()) return Effect.logDebug(`${op} ended: the connection failed`)
+    return Effect.logError(`backend ${op} failed`, Cause.fail(e))
+  }
+
+  /** Runs `reset` (`undefined`: already done). A defect ends the connection like any other. */
+  reset(): Effect.Effect<void> | undefined {
+    const eff = this.session.reset
+    return Exit.isExit(eff) && Exit.isSuccess(eff) ? undefined : eff as Effect.Effect<void>
+  }
+
+  /** `reset` after a message, whose replies are settled: a failure is logged, never answered. */
+  resetAfterMessage(): Effect.Effect<void> | undefined {
+    const reset = this.reset()
+    return reset === undefined ? undefined : Effect.exit(reset).pipe(
+      Effect.flatMap((exit) => Exit.isFailure(exit) ? Effect.logError("backend reset failed", exit.cause) : Effect.void)
+    )
+  }
+
+  authMechanisms(): ReadonlyArray<string> {
+    const auth = this.session.auth
+    // AUTH is not offered at all before TLS unless allowed, whatever the mechanisms.
+    return auth === undefined || (this.transport.tls() === undefined && !this.c.allowInsecureAuth)
+      ? []
+      : Security.sasl!.advertised(auth, this.saslContext())
+  }
+
+  saslContext(): Sasl.ServerContext {
+    return { tls: this.transport.tls(), allowInsecureAuth: this.c.allowInsecureAuth }
+  }
+
+  // --- transactions ---
+
+  /** Ends the open transaction, if any: an Effect only when something has to wait. */
+  resetTransaction(): Effect.Effect<void> | undefined {
+    const t = this.tx
+    this.tx = undefined
+    if (t === undefined) return undefined
+    const reset = this.reset()
+    if (t.bdat === undefined) return reset
+    return reset === undefined ? Chunking.abortBdat(t) : Effect.andThen(Chunking.abortBdat(t), reset)
+  }
+
+  // --- commands ---
+
+  /** One command line: its reply, now or later. QUIT is handled by the loop. */
+  command(cmd: Command.Command): Step {
+    const r = this.r
+    switch (cmd._tag) {
+      case "Helo":
+      case "Ehlo":
+      case "Lhlo":
+        return Mail.hello(this, cmd)
+      case "Mail":
+        return Mail.mail(this, cmd)
+      case "Rcpt":
+        return Mail.rcpt(this, cmd)
+      case "Data":
+        return Mail.data(this)
+      case "Bdat":
+        return Chunking.bdat(this, cmd)
+      case "Rset":
+        return Mail.rset(this)
+      case "StartTls":
+        return Security.startTls(this)
+      case "Auth":
+        return Security.auth(this, cmd)
+      case "Noop":
+        return r.ok
+      case "Vrfy":
+        return r.vrfy
+      case "Expn":
+        return r.expnUnsupported
+      case "Help":
+        return r.help
+      case "Quit": // answered by the loop, which then ends the conversation
+        return undefined
+      case "Unknown":
+        return Xclient.isXclient(this, cmd) ? Xclient.xclient(this, cmd.arg) : r.unknownCommand
+    }
+  }
+
+  /**
+   * Opens the backend's session: `undefined`, or its refusal (an SmtpError), or "unavailable"
+   * (any other failure, logged). With XCLIENT on, the session gets a scope of its own, so that
+   * XCLIENT can end it.
+   */
+  openSession(): Effect.Effect<SmtpError.SmtpError | "unavailable" | undefined> {
+    return Effect.gen({ self: this }, function*() {
+      let scope = this.scope
+      if (this.c.xclient !== undefined) {
+        this.sessionScope = yield* Scope.fork(this.scope)
+        scope = this.sessionScope
+      }
+      // A defect here is answered like any other failure: 421, and the connection closes.
+      const opened = yield* Effect.exit(Scope.provide(this.backend.newSession(this.info), scope))
+      if (Exit.isSuccess(opened)) {
+        this.session = opened.value
+        return undefined
+      }
+      const cause = opened.cause
+      if (Cause.hasInterruptsOnly(cause)) return yield* Effect.interrupt
+      const e = Cause.findErrorOption(cause)
+      const refusal = e._tag === "Some" && e.value instanceof SmtpError.SmtpError ? e.value : undefined
+      if (refusal !== undefined) return refusal
+      yield* Effect.logError("backend newSession failed", cause)
+      return "unavailable" as const
+    })
+  }
+
+  // --- the conversation ---
+
+  /**
+   * Answers commands until one has to wait, then returns what to wait for. Replies wait while
+   * the peer has more commands buffered, so a pipelined group is answered in one write; too
+   * many waiting replies are written (and may block) first.
+   */
+  next(): Effect.Effect<void, Stop> {
+    const c = this.c
+    const reader = this.reader
+    while (true) {
+      if (this.pendingCount >= MAX_QUEUED_REPLIES || !reader.hasBufferedLine()) {
+        const flushed = this.flush()
+        if (flushed !== undefined) return Effect.flatMap(flushed, this.loop)
+      }
+      if (this.ctx.shutdown.isOpen() && this.tx === undefined) return Effect.fail(new Close(this.r.shuttingDown))
+      const line = reader.nextLine()
+      if (line === undefined) {
+        // An over-long command line is refused as soon as it is, not once (if ever) its LF comes.
+        if (reader.buffered() >= c.maxLineLength && !reader.bufferedStartsWith("AUTH ")) {
+          return Effect.fail(new Close(this.r.lineTooLong))
+        }
+        // A whole command line within commandTimeout: the deadline is set once per line, so a
+        // peer dripping a partial line does not extend it.
+        if (!this.lineDeadline) {
+          this.lineDeadline = true
+          this.watchdog.arm(this.commandTimeout, this.expireRead)
+        }
+        this.idle = this.tx === undefined
+        return Effect.flatMap(reader.fill, this.afterFill)
+      }
+      if (this.lineDeadline) {
+        this.lineDeadline = false
+        this.watchdog.disarm()
+      }
+      if (typeof line !== "string") return Effect.fail(line)
+      if (this.trace !== undefined) this.traceCommand(line)
+      const step = this.line(line)
+      if (step === QUIT) {
+        this.push(this.r.closing)
+        return this.flushEffect
+      }
+      if (step !== undefined) return step
+    }
+  }
+
+  readonly loop = (): Effect.Effect<void, Stop> => this.next()
+
+  readonly afterFill = (): Effect.Effect<void, Stop> => {
+    this.idle = false
+    return this.next()
+  }
+
+  readonly afterStep = (outcome: Outcome): Effect.Effect<void, Stop> => {
+    const queued = outcome === undefined ? undefined : this.send(outcome)
+    if (queued !== undefined) return Effect.flatMap(queued, this.checkAuthFailures)
+    return this.checkAuthFailures()
+  }
+
+  readonly checkAuthFailures = (): Effect.Effect<void, Stop> =>
+    this.authFailures >= this.c.maxAuthFailures ? Effect.fail(new Close(this.r.tooManyAuthFailures)) : this.next()
+
+  /**
+   * Handles one line: `undefined` when it is answered and the loop goes on, QUIT, or the rest
+   * of the conversation (what to wait for, then the loop again).
+   */
+  line(line: string): Effect.Effect<void, Stop> | typeof QUIT | undefined {
+    const c = this.c
+    // Lines up to 12288 bytes are read (AUTH's limit, RFC 4954 4); others are held to ours.
+    if (this.reader.lastLineBytes() > c.maxLineLength && !/^auth /i.test(line)) {
+      return Effect.fail(new Close(this.r.lineTooLong))
+    }
+    const parsed = Command.parse(line, { utf8: c.extensions.smtputf8 })
+    let step: Step
+    if (this.refusal !== undefined) {
+      // RFC 5321 3.1: a refused session waits for QUIT, and answers anything else with 503.
+      if (parsed._tag === "Success" && parsed.success._tag === "Quit") return QUIT
+      step = this.r.refusedSession
+    } else if (parsed._tag === "Failure") {
+      // The bytes after a refused BDAT line cannot be framed: hang up rather than guess.
+      if (Command.isBdatSyntaxError(parsed.failure)) return Effect.fail(new Close(this.r.bdatMalformed))
+      if (c.refuseNonSmtp && isBinary(line)) return Effect.fail(new Close(this.r.notSmtp))
+      step = this.r.error(parsed.failure)
+    } else {
+      const cmd = parsed.success
+      if (cmd._tag === "Unknown" && !Xclient.isXclient(this, cmd)) {
+        if (c.refuseNonSmtp && isNotSmtp(cmd.verb, c.forbiddenCommands)) return Effect.fail(new Close(this.r.notSmtp))
+        this.unknownInARow++
+        if (this.unknownInARow >= c.maxUnknownCommands) {
+          const queued = this.send(this.r.unknownCommand)
+          const close = Effect.fail(new Close(this.r.tooManyUnknownCommands))
+          return queued === undefined ? close : Effect.andThen(queued, close)
+        }
+      } else {
+        this.unknownInARow = 0
+        // Input already behind a command that must wait for its reply: the client did not wait.
+        if (c.forbidUnauthorizedPipelining && mustWait(cmd, this.pipelining, c.extensions.pipelining) && this.reader.buffered() > 0) {
+          return Effect.fail(new Close(this.r.unauthorizedPipelining))
+        }
+      }
+      if (cmd._tag === "Quit") return QUIT
+      step = this.command(cmd)
+    }
+    if (typeof step === "object") return Effect.flatMap(step, this.afterStep)
+    const queued = step === undefined ? undefined : this.send(step)
+    if (queued !== undefined) return Effect.flatMap(queued, this.checkAuthFailures)
+    if (this.authFailures >= c.maxAuthFailures) return Effect.fail(new Close(this.r.tooManyAuthFailures))
+    return undefined
+  }
+
+  /** A session refused by the backend: its reply instead of the greeting, then only QUIT. */
+  refuse(wire: string) {
+    this.refusal = wire
+    this.commandTimeout = this.c.refusedSessionTimeout
+  }
+
+  /** The greeting, then the conversation. */
+  readonly greet = (): Effect.Effect<void, Stop> => {
+    this.push(this.refusal ?? this.r.greeting)
+    return this.next()
+  }
+
+  /** Waits `greetingDelay` before the greeting: a client that talks first did not wait for it. */
+  greetLate(delay: Duration.Duration): Effect.Effect<void, Stop> {
+    this.idle = true
+    return Effect.flatMap(Effect.timeoutOption(this.reader.fill, delay), (early) => {
+      this.idle = false
+      return Option.isSome(early) && this.c.forbidUnauthorizedPipelining
+        ? Effect.fail(new Close(this.r.unauthorizedPipelining))
+        : this.greet()
+    })
+  }
+
+  /** Runs the conversation and ends it: a last reply where one is owed, never a failure. */
+  run(): Effect.Effect<void> {
+    const delay = this.c.greetingDelay
+    // (Not after implicit TLS: a client may send its first command with the end of the handshake.)
+    const conversation = Duration.isZero(delay) || this.ctx.implicitTls || this.refusal !== undefined
+      ? this.greet()
+      : this.greetLate(delay)
+    return conversation.pipe(
+      Effect.matchCauseEffect({ onSuccess: () => Effect.void, onFailure: (cause) => this.ending(cause) }),
+      Effect.onExit((exit) => {
+        const abort = Chunking.abortBdat(this.tx)
+        // Interrupted (shutdown, or a write the peer never took): 421, unless writing is stuck.
+        return Exit.hasInterrupts(exit) && !this.writeStuck ? Effect.andThen(this.farewell(this.r.shuttingDown), abort) : abort
+      })
+    )
+  }
+
+  /** How the conversation ended early, and the last reply that is owed for it. */
+  ending(cause: Cause.Cause<Stop>): Effect.Effect<void> {
+    if (Cause.hasInterruptsOnly(cause)) return Effect.failCause(cause as Cause.Cause<never>) // stays interrupted
+    const e = Cause.findErrorOption(cause)
+    if (e._tag === "Some") {
+      const error = e.value
+      if (error instanceof Close) return error.reply === undefined ? Effect.void : this.farewell(error.reply)
+      if (error._tag === "LineTooLong") return this.farewell(this.r.lineTooLong)
+      return error.reason === "Timeout" ? this.farewell(this.r.timeout) : Effect.logDebug(`connection ended: ${error.message}`)
+    }
+    return Effect.andThen(
+      Effect.logError("connection failed with a defect", cause),
+      this.farewell(this.r.internalError)
+    )
+  }
+
+  /** Opens the session, then converses; a session the backend refuses gets its refusal, then only QUIT. */
+  converse(): Effect.Effect<void, never, Connection> {
+    return Effect.flatMap(this.openSession(), (refused) => {
+      if (refused === undefined) {
+        return this.session.auth === undefined || Security.sasl !== undefined
+          ? this.run()
+          : Effect.andThen(loadSasl, Effect.suspend(() => this.run()))
+      }
+      // Any other failure than a refusal, and a 421, close at once; other refusals wait for QUIT (RFC 5321 3.1).
+      if (refused === "unavailable") return this.farewell(this.r.unavailable)
+      const wire = this.r.error(refused)
+      if (refused.code === 421) return this.farewell(wire)
+      this.refuse(wire)
+      return this.run()
+    })
+  }
+}
+
+const QUIT = Symbol("QUIT")
+
+/**
+ * Serves one accepted connection until it ends; never fails. The connection's services (its
+ * scope, `Connection`, log annotations) are added to the fiber's context at once, and one
+ * finalizer ends it: an idle connection holds as little as can be.
+ */
+export const serve = (transport: Transport, ctx: ConnectionContext): Effect.Effect<void, never, Backend> =>
+  Effect.withFiber((fiber) => {
+    const parent = fiber.context as Context.Context<Backend>
+    const watchdog = ctx.deadlines.watchdog()
+    const conversation = new Conversation(transport, ctx, watchdog, fiber, parent)
+    const scope = Scope.makeUnsafe()
+    conversation.scope = scope
+    conversation.backend = Context.get(parent, Backend)
+    const context = Context.add(
+      Context.add(Context.add(parent, Scope.Scope, scope), Connection, conversation.info),
+      References.CurrentLogAnnotations,
+      { ...fiber.getRef(References.CurrentLogAnnotations), ...ctx.logAnnotations }
+    )
+    // Shutdown does not wait for an idle peer's next command (inside a transaction, the loop
+    // answers 421 once the transaction is over).
+    const unregister = ctx.onShutdown(() => {
+      if (conversation.idle) fiber.interruptUnsafe()
+    })
+    const conversing = Effect.andThen(Effect.logDebug("connection opened"), conversation.converse())
+    return Effect.provideContext(
+      Effect.onExit(conversing, (exit) => {
+        unregister()
+        watchdog.close()
+        // The session's finalizers run before the connection closes.
+        return Scope.close(scope, exit).pipe(Effect.ensuring(transport.close), Effect.ensuring(Effect.logDebug("connection closed")))
+      }),
+      context
+    )
+  })

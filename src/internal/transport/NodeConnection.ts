@@ -1,0 +1,409 @@
+/** One connection over a Node socket: the `Transport` that `NodeTransport` hands out. */
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as net from "node:net"
+import type * as tls from "node:tls"
+import { type Endpoint, type TlsState, type Transport, TransportError } from "../../Transport.ts"
+import {
+  nodeTls,
+  isTlsSocket,
+  ignore,
+  errorMessage,
+  socketError,
+  closedByPeer,
+  closedLocally,
+  tlsError,
+  tcpEndpoint,
+  readTlsState,
+  defaultServername,
+  serverHandshake
+} from "./NodeSockets.ts"
+
+/** Options of {@link make} / {@link makeUnsafe}. */
+export interface MakeOptions {
+  /** Overrides what is read from the socket (Unix sockets have no address on one side). */
+  readonly localEndpoint?: Endpoint | undefined
+  readonly remoteEndpoint?: Endpoint | undefined
+  /**
+   * The host name the client side connected to: the default `servername` (SNI) of a client
+   * `upgradeTls` and the name the server certificate is checked against.
+   */
+  readonly hostname?: string | undefined
+  /** How long `close` waits for buffered writes to flush before destroying. Default 2 seconds. */
+  readonly closeTimeout?: Duration.Input | undefined
+}
+
+// ---------------------------------------------------------------------------------------------
+// The connection
+
+export type Resume<A> = (effect: Effect.Effect<A, TransportError>) => void
+
+/** Bytes read from the socket that no `read` has taken yet, past which the socket pauses. */
+export const READ_AHEAD = 64 * 1024
+
+export const makeConn = (socket: net.Socket, role: "server" | "client", options: MakeOptions): Transport =>
+  new NodeConnection(socket, role, options)
+
+/**
+ * A connection, and `unread`, which puts bytes back in front of what the next `read` returns
+ * (what came after a PROXY header in the same chunk).
+ */
+export const makeConnection = (
+  socket: net.Socket,
+  role: "server" | "client",
+  options: MakeOptions
+): { readonly transport: Transport; readonly unread: (bytes: Uint8Array) => void } => {
+  const connection = new NodeConnection(socket, role, options)
+  return { transport: connection, unread: (bytes) => connection.unread(bytes) }
+}
+
+/**
+ * One connection, as an object rather than a closure per operation: a server holds thousands
+ * of them. The Transport's functions are own properties (a copy made with `{ ...transport }`
+ * keeps working); everything else is on the prototype.
+ */
+export class NodeConnection implements Transport {
+  readonly raw: net.Socket
+  readonly role: "server" | "client"
+  readonly hostname: string | undefined
+  readonly closeTimeoutMillis: number
+  readonly localEndpoint: Endpoint | undefined
+  readonly remoteEndpoint: Endpoint | undefined
+  // `current` is the socket bytes are read from and written to: `raw`, then the TLSSocket.
+  // It is undefined while a handshake runs and after one failed: no byte read before an
+  // upgrade can come out of a read after it, and nothing is written in plaintext by mistake.
+  current: net.Socket | undefined
+  secure: tls.TLSSocket | undefined = undefined
+  tlsState: TlsState | undefined = undefined
+  waiter: Resume<Uint8Array | undefined> | undefined = undefined
+  // Chunks no read has taken yet, oldest first (rarely more than one).
+  ahead: Array<Buffer> = []
+  aheadBytes = 0
+  pausedAhead = false
+  // A 'data' listener is on `current`: set by the first read, kept across a TLS upgrade.
+  flowing = false
+  failure: TransportError | undefined = undefined
+  // The socket closed: a failure too, built (with its stack trace) only when something fails with it.
+  peerClosed = false
+  eof = false
+  closing = false
+  closed = false // the socket holding the file descriptor has emitted 'close'
+  closeWaiters: Set<() => void> | undefined = undefined
+
+  constructor(socket: net.Socket, role: "server" | "client", options: MakeOptions) {
+    const raw = socket
+    this.raw = raw
+    this.role = role
+    this.hostname = options.hostname
+    this.current = raw
+    // Replies and commands are batched into one write already: Nagle's algorithm would only
+    // hold the last segment of a batch back (a no-op on Unix sockets).
+    raw.setNoDelay(true)
+    this.closeTimeoutMillis = options.closeTimeout === undefined ? 2000 : Duration.toMillis(options.closeTimeout)
+    // A Unix socket has neither address nor port (and the client end has no path).
+    const unix = raw.remoteAddress === undefined && raw.remotePort === undefined
+    this.localEndpoint = options.localEndpoint ?? (unix ? undefined : tcpEndpoint(raw.localAddress, raw.localPort))
+    this.remoteEndpoint = options.remoteEndpoint ?? (unix ? undefined : tcpEndpoint(raw.remoteAddress, raw.remotePort))
+    // An 'error' without a listener crashes the process, whatever state we are in.
+    raw.on("error", ignore)
+    raw.once("close", this.onRawClose)
+    if (isTlsSocket(raw)) {
+      this.secure = raw
+      this.tlsState = readTlsState(raw)
+    }
+    this.attach(raw)
+  }
+
+  // --- the Transport ---
+
+  readonly read: Effect.Effect<Uint8Array | undefined, TransportError> = Effect.suspend(() => {
+    if (this.waiter !== undefined) {
+      return Effect.fail(new TransportError({ reason: "Read", message: "another read is already pending" }))
+    }
+    if (this.ahead.length > 0 && !this.closing) return Effect.succeed(this.takeAhead())
+    return this.awaitChunk
+  })
+
+  readonly writeUnsafe = (data: Uint8Array | string): Effect.Effect<void, TransportError> => {
+    if (this.closing) return Effect.fail(closedLocally())
+    const s = this.current
+    if (s === undefined) {
+      return Effect.fail(this.currentFailure() ?? tlsError("cannot write while the TLS handshake is running"))
+    }
+    const f = this.currentFailure()
+    if (f !== undefined) return Effect.fail(f)
+    if (s.destroyed || s.writableEnded) return Effect.fail(closedByPeer())
+    return s.write(data) ? Effect.void : this.awaitDrain(s)
+  }
+
+  readonly write = (data: Uint8Array | string): Effect.Effect<void, TransportError> =>
+    Effect.suspend(() => this.writeUnsafe(data))
+
+  readonly upgradeTls: Transport["upgradeTls"] = (upgrade) =>
+    Effect.callback<void, TransportError>((resume) => this.startUpgrade(upgrade, resume))
+
+  readonly tls = (): TlsState | undefined => this.tlsState
+
+  readonly close: Effect.Effect<void> = Effect.callback((resume) => {
+    this.beginClose()
+    if (this.closed) return resume(Effect.void)
+    const done = () => resume(Effect.void)
+    const waiters = this.closeWaiters ??= new Set()
+    waiters.add(done)
+    return Effect.sync(() => {
+      waiters.delete(done)
+    })
+  })
+
+  // --- reading ---
+
+  currentFailure(): TransportError | undefined {
+    if (this.failure === undefined && this.peerClosed) this.failure = closedByPeer()
+    return this.failure
+  }
+
+  takeAhead(): Buffer {
+    const ahead = this.ahead
+    const chunk = ahead.length === 1 ? ahead.pop()! : ahead.shift()!
+    this.aheadBytes -= chunk.length
+    if (this.pausedAhead && this.aheadBytes < READ_AHEAD) {
+      this.pausedAhead = false
+      this.current?.resume()
+    }
+    return chunk
+  }
+
+  wake() {
+    if (this.waiter === undefined) return
+    let result: Effect.Effect<Uint8Array | undefined, TransportError> | undefined
+    if (this.closing) result = Effect.fail(closedLocally())
+    else if (this.ahead.length > 0) result = Effect.succeed(this.takeAhead())
+    else if (this.eof && this.current !== undefined) result = Effect.succeed(undefined)
+    else {
+      const f = this.currentFailure()
+      if (f !== undefined) result = Effect.fail(f)
+    }
+    if (result === undefined) return
+    const resume = this.waiter
+    this.waiter = undefined
+    resume(result)
+  }
+
+  readonly cancelRead: Effect.Effect<void> = Effect.sync(() => {
+    this.waiter = undefined // interrupted: the next read takes over
+  })
+
+  readonly awaitChunk: Effect.Effect<Uint8Array | undefined, TransportError> = Effect.callback((resume) => {
+    this.waiter = resume
+    if (!this.flowing) {
+      this.flowing = true
+      // (a socket accepted with pauseOnConnect does not start flowing on its own)
+      this.current?.on("data", this.onData).resume()
+    }
+    this.wake()
+    return this.waiter === resume ? this.cancelRead : undefined // undefined: resumed synchronously
+  })
+
+  readonly onData = (chunk: Buffer) => {
+    const waiter = this.waiter
+    if (waiter !== undefined && this.ahead.length === 0 && !this.closing) {
+      this.waiter = undefined
+      return waiter(Effect.succeed(chunk))
+    }
+    this.ahead.push(chunk)
+    this.aheadBytes += chunk.length
+    if (this.aheadBytes >= READ_AHEAD && !this.pausedAhead) {
+      this.pausedAhead = true
+      this.current?.pause()
+    }
+  }
+
+  readonly onEnd = () => {
+    this.eof = true
+    this.wake()
+  }
+
+  readonly onError = (cause: unknown) => {
+    if (this.failure === undefined && !this.peerClosed) this.failure = socketError(cause, "Read")
+    this.wake()
+  }
+
+  readonly onClose = () => {
+    this.peerClosed = true
+    this.wake()
+  }
+
+  readonly onRawClose = () => {
+    this.closed = true
+    const waiters = this.closeWaiters
+    if (waiters === undefined) return
+    for (const f of waiters) f()
+    waiters.clear()
+  }
+
+  /** Puts bytes back in front of what the next `read` returns. */
+  unread(bytes: Uint8Array) {
+    this.ahead.unshift(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length))
+    this.aheadBytes += bytes.length
+  }
+
+  attach(s: net.Socket) {
+    s.on("end", this.onEnd).on("error", this.onError).on("close", this.onClose)
+    // Reading starts with the first read.
+    if (this.flowing) s.on("data", this.onData).resume()
+  }
+
+  /**
+   * Stops reading from `s` for a TLS upgrade: what was read ahead goes back to the socket, where
+   * Node hands it to the TLS engine (an early ClientHello is kept, injected plaintext fails).
+   */
+  detach(s: net.Socket) {
+    s.off("data", this.onData).off("end", this.onEnd).off("error", this.onError).off("close", this.onClose)
+    s.pause()
+    this.pausedAhead = false
+    const ahead = this.ahead
+    for (let i = ahead.length - 1; i >= 0; i--) s.unshift(ahead[i]!)
+    this.ahead = []
+    this.aheadBytes = 0
+  }
+
+  // --- writing ---
+
+  awaitDrain(s: net.Socket): Effect.Effect<void, TransportError> {
+    return Effect.callback((resume) => {
+      const cleanup = () => {
+        s.off("drain", onDrain).off("close", onDrainClose)
+      }
+      const onDrain = () => {
+        cleanup()
+        resume(Effect.void)
+      }
+      // 'error' is always followed by 'close'; onError has recorded the cause by then.
+      const onDrainClose = () => {
+        cleanup()
+        resume(Effect.fail(this.closing ? closedLocally() : this.currentFailure() ?? closedByPeer()))
+      }
+      s.on("drain", onDrain).on("close", onDrainClose)
+      return Effect.sync(cleanup)
+    })
+  }
+
+  // --- TLS ---
+
+  finishUpgrade(s: tls.TLSSocket) {
+    this.secure = s
+    this.tlsState = readTlsState(s)
+    this.current = s
+    this.attach(s)
+    this.wake()
+  }
+
+  failUpgrade(error: TransportError, s?: net.Socket) {
+    this.failure = error
+    s?.destroy()
+    this.raw.destroy()
+    this.wake()
+  }
+
+  startUpgrade(
+    upgrade: Parameters<Transport["upgradeTls"]>[0],
+    resume: (effect: Effect.Effect<void, TransportError>) => void
+  ): Effect.Effect<void> | void {
+    const raw = this.raw
+    if (this.closing) return resume(Effect.fail(closedLocally()))
+    if (this.secure !== undefined) return resume(Effect.fail(tlsError("the connection is already encrypted")))
+    if (upgrade.role !== this.role) return resume(Effect.fail(tlsError(`this is the ${this.role} side of the connection`)))
+    if (this.current === undefined) {
+      return resume(Effect.fail(this.currentFailure() ?? tlsError("a TLS handshake is already running")))
+    }
+    if (this.currentFailure() !== undefined || this.eof || raw.destroyed) {
+      return resume(Effect.fail(this.currentFailure() ?? closedByPeer()))
+    }
+    this.detach(raw)
+    this.current = undefined // Node feeds what it buffered on `raw` to the TLS engine, never to us
+    if (upgrade.role === "server") {
+      const cancel = serverHandshake(raw, upgrade.tls, (result) => {
+        if ("socket" in result) {
+          this.finishUpgrade(result.socket)
+          resume(Effect.void)
+        } else {
+          this.failUpgrade(result.error)
+          resume(Effect.fail(result.error))
+        }
+      })
+      return Effect.sync(() => {
+        cancel()
+        this.failUpgrade(tlsError("TLS handshake interrupted"))
+      })
+    }
+    const servername = upgrade.tls.servername ?? defaultServername(this.hostname)
+    // `host` is what the server certificate is checked against (an IP checks IP SANs).
+    const remote = this.remoteEndpoint
+    const host = this.hostname ?? (remote?._tag === "Tcp" ? remote.host : undefined)
+    let s: tls.TLSSocket
+    try {
+      s = nodeTls().connect({
+        ...upgrade.tls,
+        socket: raw,
+        ...(servername !== undefined ? { servername } : {}),
+        ...(host !== undefined ? { host } : {})
+      })
+    } catch (cause) {
+      const error = tlsError(`invalid TLS options: ${errorMessage(cause)}`, cause)
+      this.failUpgrade(error)
+      return resume(Effect.fail(error))
+    }
+    s.on("error", ignore)
+    const cleanup = () => {
+      s.off("secureConnect", ok).off("error", ko).off("close", onEarlyClose)
+    }
+    const ok = () => {
+      cleanup()
+      this.finishUpgrade(s)
+      resume(Effect.void)
+    }
+    const ko = (cause: unknown) => {
+      cleanup()
+      const error = tlsError(`TLS handshake failed: ${errorMessage(cause)}`, cause)
+      this.failUpgrade(error, s)
+      resume(Effect.fail(error))
+    }
+    const onEarlyClose = () => ko(new Error("connection closed during the TLS handshake"))
+    s.once("secureConnect", ok).once("error", ko).once("close", onEarlyClose)
+    return Effect.sync(() => {
+      cleanup()
+      this.failUpgrade(tlsError("TLS handshake interrupted"), s)
+    })
+  }
+
+  // --- closing ---
+
+  beginClose() {
+    if (this.closing) return
+    this.closing = true
+    this.wake() // a pending read fails with Closed
+    const raw = this.raw
+    const s = this.current ?? raw
+    const destroyAll = () => {
+      clearTimeout(timer)
+      s.destroy()
+      raw.destroy()
+    }
+    // A stuck peer (full buffers, never reading) cannot hold the connection open.
+    const timer = setTimeout(destroyAll, this.closeTimeoutMillis)
+    timer.unref()
+    // During a handshake (or after a failed one) there is nothing to flush.
+    if (this.current === undefined || s.destroyed || s.writableFinished) return destroyAll()
+    // Lingering close: once our last bytes and FIN are out, read and drop what the peer still
+    // sends until it closes too. Destroying a socket with unread input makes the kernel send a
+    // reset, which can destroy our final reply (a 421, a 500) before the peer has read it.
+    s.once("finish", () => {
+      s.off("data", this.onData)
+      this.ahead = []
+      s.on("data", ignore)
+      s.once("end", destroyAll)
+      s.resume()
+    }).once("close", destroyAll)
+    if (!s.writableEnded) s.end() // flush what was written, then FIN (close_notify first on TLS)
+  }
+}
