@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 bash scripts/install-peers.sh
 echo "node $(node --version)"
 tsc --noEmit
+knip --no-progress # no unused files, exports or dependencies
 vitest run "$@"

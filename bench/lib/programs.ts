@@ -14,7 +14,7 @@ const root = path.resolve(import.meta.dirname, "../..")
  * `--conditions=source`, so effect-smtp runs from its TypeScript sources (profiles only);
  * `bundle`: one esbuild file (the extra `--bundled` row); `peer`: a peer library from node_modules.
  */
-export type Form = "dist" | "src" | "bundle" | "peer"
+type Form = "dist" | "src" | "bundle" | "peer"
 
 export interface Program {
   readonly name: string
@@ -25,7 +25,7 @@ export interface Program {
 const isUnder = (file: string, dir: string) => file.startsWith(`${dir}${path.sep}`)
 
 /** Fails unless every package the child resolved comes from where `form` says. */
-export const checkResolved = (program: Program, ready: ChildMessage): void => {
+const checkResolved = (program: Program, ready: ChildMessage): void => {
   if (program.form === "bundle") return // everything is inside the bundle
   const resolved = ready.resolved as Readonly<Record<string, string>> | undefined
   if (resolved === undefined || Object.keys(resolved).length === 0) throw new Error(`${program.name}: the child did not say what it loaded`)

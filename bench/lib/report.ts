@@ -16,7 +16,7 @@ const grouped = (x: number, digits = 0) =>
 /** How a measured number reads, and which way is better. */
 export type Unit = "msg/s" | "MB/s" | "cpu" | "bytes" | "seconds"
 
-export const higherIsBetter = (unit: Unit): boolean => unit === "msg/s" || unit === "MB/s"
+const higherIsBetter = (unit: Unit): boolean => unit === "msg/s" || unit === "MB/s"
 
 export const format = (value: number, unit: Unit): string => {
   if (!Number.isFinite(value)) return "n/a"
@@ -61,13 +61,13 @@ export interface Row {
   readonly note?: string | undefined
 }
 
-export const ratio = (row: Row): number => row.ours / row.peer
+const ratio = (row: Row): number => row.ours / row.peer
 
 const compare = (x: number, op: ">=" | "<=" | "<", bound: number) =>
   op === ">=" ? x >= bound : op === "<=" ? x <= bound : x < bound
 
 /** Whether a row meets its target (undefined: no target, or nothing to compare). */
-export const meets = (row: Row): boolean | undefined => {
+const meets = (row: Row): boolean | undefined => {
   const t = row.target
   if (t === undefined) return undefined
   const x = t.on === "ratio" ? ratio(row) : row.ours

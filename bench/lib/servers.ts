@@ -47,7 +47,7 @@ export interface Target {
   readonly stop: () => Promise<void>
 }
 
-export interface StartOptions {
+interface StartOptions {
   readonly mode: "sink" | "hash"
   /** Connections allowed in all and per IP (undefined: the server's defaults). */
   readonly connections?: number | undefined
@@ -203,7 +203,7 @@ export const measure = async (target: Target, load: Load, timeoutMs: number, pin
  * less were visibly slower), on both paths a case can take (a connection kept, a new one per
  * message) and through large bodies.
  */
-export const warmUps: ReadonlyArray<Load> = [
+const warmUps: ReadonlyArray<Load> = [
   { keepConnection: true, sessions: 8, messages: 4000, size: 1024 },
   { keepConnection: false, sessions: 8, messages: 500, size: 1024 },
   { keepConnection: true, sessions: 1, messages: 2, size: 8 * MiB }

@@ -88,7 +88,7 @@ const matching = (faults: ReadonlyArray<Fault>, stage: Fault["stage"], address: 
   faults.find((f) => f.stage === stage && f.pattern.test(address))?.error
 
 /** The Backend: Maildir storage, faults, events. */
-export const backend = (o: DevServerOptions): Layer.Layer<Backend, Maildir.MaildirError | Sasl.SaslError> =>
+const backend = (o: DevServerOptions): Layer.Layer<Backend, Maildir.MaildirError | Sasl.SaslError> =>
   Layer.effect(
     Backend,
     Effect.gen(function*() {

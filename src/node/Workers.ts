@@ -33,7 +33,7 @@ import { type Endpoint, type ListenOptions, Network, type TransportError } from 
 import * as DevServer from "./DevServer.ts"
 
 /** The environment variable that makes `serve` a worker: JSON of {@link WorkerSettings}. */
-export const WORKER_ENV = "EFFECT_SMTP_WORKER"
+const WORKER_ENV = "EFFECT_SMTP_WORKER"
 
 /** What the supervisor tells a worker. */
 export interface WorkerSettings {
@@ -66,7 +66,7 @@ export const restartDelay = (failures: number): Duration.Duration =>
   Duration.millis(Math.min(10_000, 100 * 2 ** Math.max(0, failures - 1)))
 
 /** A worker that ran this long was not crash-looping: its next restart is quick again. */
-export const STABLE_AFTER = Duration.seconds(10)
+const STABLE_AFTER = Duration.seconds(10)
 
 /** How one run of a worker ended. */
 export interface Outcome {

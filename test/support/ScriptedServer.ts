@@ -63,7 +63,7 @@ const fromLatin1 = (text: string) => Uint8Array.from(text, (c) => c.charCodeAt(0
 /** A fake certificate: MemoryTransport only checks that one is there. */
 export const memoryTls: TlsServerOptions = { cert: "memory", key: "memory" }
 
-export const peer = (transport: Transport): ServerPeer => {
+const peer = (transport: Transport): ServerPeer => {
   let buf = new Uint8Array(0)
   let reads = 0
   const fill = Effect.flatMap(transport.read, (c) => {
@@ -200,7 +200,7 @@ export interface Hooks {
   readonly auth?: Sasl.SaslServerMechanisms
 }
 
-export interface Received {
+interface Received {
   readonly from: Address | null
   readonly to: ReadonlyArray<Address>
   readonly options: MailOptions

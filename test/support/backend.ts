@@ -12,7 +12,7 @@ import type { SaslServerMechanisms } from "../../src/Sasl.ts"
 import type { SmtpError } from "../../src/SmtpError.ts"
 
 /** A body the default `data` read to its end. */
-export interface Message {
+interface Message {
   readonly from: string | null
   readonly rcpts: ReadonlyArray<string>
   /** The body, one char per byte (latin1). */

@@ -12,7 +12,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 
-export interface KeyPair {
+interface KeyPair {
   readonly key: string
   readonly cert: string
 }

@@ -21,7 +21,7 @@ import * as Wire from "./wire.ts"
 
 export type Net = "memory" | "tcp"
 
-export interface LogEntry {
+interface LogEntry {
   readonly level: string
   readonly message: unknown
   readonly annotations: Record<string, unknown>
@@ -29,7 +29,7 @@ export interface LogEntry {
 }
 
 /** What the server side of the connections did, summed over all of them. */
-export interface Tap {
+interface Tap {
   /** Calls of `read` that returned (a chunk or the end). */
   reads: number
   bytesRead: number
@@ -69,7 +69,7 @@ const tapTransport = (t: Transport, tap: Tap): Transport => {
 }
 
 /** The same network, with the server side of every accepted connection tapped. */
-export const tapNetwork = (inner: Network["Service"], tap: Tap): Network["Service"] =>
+const tapNetwork = (inner: Network["Service"], tap: Tap): Network["Service"] =>
   Network.of({
     connect: inner.connect,
     listen: (options) =>

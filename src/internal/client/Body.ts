@@ -24,7 +24,7 @@ const encoder = new TextEncoder()
 const CR = 13
 const LF = 10
 
-export const toStream = <E, R>(body: Body<E, R>): Stream.Stream<Uint8Array, E, R> =>
+const toStream = <E, R>(body: Body<E, R>): Stream.Stream<Uint8Array, E, R> =>
   typeof body === "string" ? Stream.succeed(encoder.encode(body)) : body instanceof Uint8Array ? Stream.succeed(body) : body
 
 /** The body's bytes when it is already in memory (a SIZE estimate, an 8-bit check). */
@@ -278,7 +278,7 @@ export const wholeChunk = (bytes: Uint8Array, options: { readonly binary: boolea
 }
 
 /** Turns lone CR and lone LF into CRLF, across chunk boundaries. */
-export class CrlfNormalizer {
+class CrlfNormalizer {
   private afterCr = false
 
   push(input: Uint8Array): Uint8Array {

@@ -82,7 +82,7 @@ export interface Deadlines {
 /** A ticket for an operation without a time limit. */
 const UNLIMITED = 0
 
-export const makeDeadlines = (transport: Transport): Effect.Effect<Deadlines, never, Scope.Scope> =>
+const makeDeadlines = (transport: Transport): Effect.Effect<Deadlines, never, Scope.Scope> =>
   Effect.gen(function*() {
     const clock = yield* Clock.Clock
     const fork = Effect.runForkWith(yield* Effect.context<never>())
@@ -163,7 +163,7 @@ export const makeDeadlines = (transport: Transport): Effect.Effect<Deadlines, ne
  * `Reply.MAX_LINE_LENGTH` is tolerated within it, cut to that length (an EHLO reply naming a
  * thousand AUTH mechanisms still lets the client send).
  */
-export const MAX_REPLY_BYTES = 64 * 1024
+const MAX_REPLY_BYTES = 64 * 1024
 
 /** One-line replies remembered per connection. */
 const KNOWN_REPLIES = 16

@@ -36,7 +36,7 @@ export const wordsOf = (input: Uint8Array, wordStart: number): Int32Array | unde
     : new Int32Array(input.buffer, input.byteOffset + wordStart, (input.length - wordStart) >> 2)
 
 /** The first CR or LF of `input` at or after `from`, or `input.length`. */
-export const nextLineBreak = (input: Uint8Array, words: Int32Array | undefined, wordStart: number, from: number): number => {
+const nextLineBreak = (input: Uint8Array, words: Int32Array | undefined, wordStart: number, from: number): number => {
   const len = input.length
   let i = from
   // Short lines and empty ones end within a few bytes: look at those first.

@@ -56,7 +56,7 @@ export interface BodyOptions {
 }
 
 /** The line rules of a text body (7BIT, 8BITMIME): not of a BINARYMIME one. */
-export interface TextRules {
+interface TextRules {
   readonly bareLineEndings: BareLineEndingPolicy
   /** Longest line in bytes, without its line ending. Default no limit. */
   readonly maxLineLength?: number | undefined

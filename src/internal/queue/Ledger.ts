@@ -76,7 +76,7 @@ export class LedgerError extends Data.TaggedError("LedgerError")<{
 }> {}
 
 /** Messages not yet delivered or dead, across every process using the store. */
-export interface Depth {
+interface Depth {
   readonly depth: number
   /** When the oldest of them was enqueued. */
   readonly oldest: DateTime.Utc | undefined

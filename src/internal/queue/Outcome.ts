@@ -13,7 +13,7 @@ import { SmtpError } from "../../SmtpError.ts"
 import { TransportError } from "../../Transport.ts"
 import type { DeliveryFailure } from "./Ledger.ts"
 
-export interface Refusal {
+interface Refusal {
   readonly address: string
   readonly error: DeliveryFailure
 }
@@ -27,7 +27,7 @@ export interface Outcome {
 }
 
 /** A reply as one line of text: "250 2.0.0 OK queued as 1234". */
-export const replyText = (reply: Reply): string =>
+const replyText = (reply: Reply): string =>
   [String(reply.code), reply.enhancedCode === undefined ? "" : EnhancedCode.format(reply.enhancedCode), ...reply.lines]
     .filter((part) => part !== "")
     .join(" ")
@@ -44,7 +44,7 @@ const refused = (e: SmtpError): DeliveryFailure => {
  * `SmtpClient.isTemporary`, a failed TLS handshake and a protocol error are temporary here,
  * as in an MTA: the server may be fixed before the message expires.
  */
-export const failureOf = (error: unknown): { readonly failure: DeliveryFailure; readonly temporary: boolean } => {
+const failureOf = (error: unknown): { readonly failure: DeliveryFailure; readonly temporary: boolean } => {
   if (error instanceof SmtpError) return { failure: refused(error), temporary: error.isTemporary }
   if (error instanceof TransportError) {
     return { failure: { kind: "Connection", message: `${error.reason}: ${error.message}` }, temporary: true }

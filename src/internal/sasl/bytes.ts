@@ -18,29 +18,6 @@ export const fromUtf8 = (bytes: Uint8Array): string | undefined => {
   }
 }
 
-/** Bytes 0x00-0x7f only, decoded; `undefined` otherwise. */
-export const fromAscii = (bytes: Uint8Array): string | undefined => {
-  let s = ""
-  for (let i = 0; i < bytes.length; i++) {
-    const b = bytes[i]!
-    if (b > 0x7f) return undefined
-    s += String.fromCharCode(b)
-  }
-  return s
-}
-
-export const concat = (...parts: ReadonlyArray<Uint8Array>): Uint8Array<ArrayBuffer> => {
-  let n = 0
-  for (const p of parts) n += p.length
-  const out = new Uint8Array(n)
-  let o = 0
-  for (const p of parts) {
-    out.set(p, o)
-    o += p.length
-  }
-  return out
-}
-
 /** Splits at every `sep` byte. */
 export const split = (bytes: Uint8Array, sep: number): Array<Uint8Array> => {
   const out: Array<Uint8Array> = []
@@ -54,8 +31,6 @@ export const split = (bytes: Uint8Array, sep: number): Array<Uint8Array> => {
   out.push(bytes.subarray(start))
   return out
 }
-
-export const includesByte = (bytes: Uint8Array, b: number): boolean => bytes.indexOf(b) >= 0
 
 export const xor = (a: Uint8Array, b: Uint8Array): Uint8Array<ArrayBuffer> => {
   const out = new Uint8Array(a.length)

@@ -75,7 +75,7 @@ export function bdat(self: Conversation, cmd: Command.Bdat): Step {
 }
 
 /** The line rules for a BDAT chunk of `t`: none for BINARYMIME, nor when there are none to apply. */
-export function textChunk(self: Conversation, t: Transaction, last: boolean): LineReader.TextChunk | undefined {
+function textChunk(self: Conversation, t: Transaction, last: boolean): LineReader.TextChunk | undefined {
   const c = self.c
   if (t.options.body === "BINARYMIME") return undefined
   if (c.bareLineEndings === "allow" && c.maxBodyLineLength === Number.POSITIVE_INFINITY) return undefined
@@ -84,7 +84,7 @@ export function textChunk(self: Conversation, t: Transaction, last: boolean): Li
 }
 
 /** Starts handing a message in several chunks to the backend. */
-export function startChunks(self: Conversation, t: Transaction): Effect.Effect<Bdat> {
+function startChunks(self: Conversation, t: Transaction): Effect.Effect<Bdat> {
   return Effect.gen(function*() {
     const queue = yield* Queue.bounded<Uint8Array, SmtpError.SmtpError | TransportError | Cause.Done>(4)
     const b: Bdat = {
@@ -124,7 +124,7 @@ export function startChunks(self: Conversation, t: Transaction): Effect.Effect<B
 }
 
 /** Once the backend has taken in every slice offered, or has finished. */
-export function caughtUp(b: Bdat): Effect.Effect<void> {
+function caughtUp(b: Bdat): Effect.Effect<void> {
   if (b.hungry || b.ended) return Effect.void
   return Effect.suspend(() => {
     const waiter = Deferred.makeUnsafe<void>()
@@ -134,7 +134,7 @@ export function caughtUp(b: Bdat): Effect.Effect<void> {
 }
 
 /** One chunk of a message in several. */
-export function chunk(self: Conversation, t: Transaction, cmd: Command.Bdat, max: number, text: LineReader.TextChunk | undefined): Effect.Effect<Outcome, Stop> {
+function chunk(self: Conversation, t: Transaction, cmd: Command.Bdat, max: number, text: LineReader.TextChunk | undefined): Effect.Effect<Outcome, Stop> {
   return Effect.gen(function*() {
     const b = t.bdat ?? (yield* startChunks(self, t))
     const chunk = self.reader.chunkBody(cmd.size, { deadline: self.bodyDeadline, maxBytes: Number.POSITIVE_INFINITY }, text)

@@ -225,7 +225,7 @@ export const defaultExtensions: Extensions = {
 const duration = (d: Duration.Input | undefined, fallback: Duration.Input) => Duration.fromInputUnsafe(d ?? fallback)
 
 /** Verbs of other protocols: HTTP/1 methods and HTTP/2's connection preface. */
-export const defaultForbiddenCommands: ReadonlyArray<string> = [
+const defaultForbiddenCommands: ReadonlyArray<string> = [
   "CONNECT",
   "DELETE",
   "GET",

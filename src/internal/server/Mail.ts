@@ -19,7 +19,7 @@ import { isNegative } from "./Replies.ts"
 import type { Outcome, Step } from "./Step.ts"
 import * as Xclient from "./Xclient.ts"
 
-export type Recipient = { readonly to: AddressT; readonly options: MailOptions.RcptOptions }
+type Recipient = { readonly to: AddressT; readonly options: MailOptions.RcptOptions }
 
 export interface Transaction {
   readonly from: AddressT | null
@@ -61,7 +61,7 @@ export function hello(self: Conversation, cmd: Command.Helo | Command.Ehlo | Com
   return reset === undefined ? greet() : Effect.map(reset, greet)
 }
 
-export function ehloReply(self: Conversation): string {
+function ehloReply(self: Conversation): string {
   const c = self.c
   const ext = c.extensions
   const tls = self.transport.tls() !== undefined
@@ -172,7 +172,7 @@ export function deliver(self: Conversation, t: Transaction, body: MessageBody, t
     : delivering
 }
 
-export function deliverBody(self: Conversation, t: Transaction, body: MessageBody): Effect.Effect<ReadonlyArray<string>> {
+function deliverBody(self: Conversation, t: Transaction, body: MessageBody): Effect.Effect<ReadonlyArray<string>> {
   const r = self.r
   const delivered = (rcpt: AddressT) => r.format(250, [2, 0, 0], `<${rcpt}> delivered`)
   const session = self.session

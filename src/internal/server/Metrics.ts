@@ -8,14 +8,12 @@ export const connectionsRefused = Metric.counter("smtp_server_connections_refuse
 export const activeConnections = Metric.gauge("smtp_server_connections_active", { description: "open connections" })
 export const messages = Metric.counter("smtp_server_messages_total", { description: "messages accepted" })
 export const bytes = Metric.counter("smtp_server_message_bytes_total", { description: "message body bytes received" })
-export const rejections = Metric.counter("smtp_server_rejections_total", {
+const rejections = Metric.counter("smtp_server_rejections_total", {
   description: "negative replies sent, by reply code"
 })
 export const tlsUpgrades = Metric.counter("smtp_server_starttls_total", { description: "successful STARTTLS upgrades" })
 export const tlsFailures = Metric.counter("smtp_server_starttls_failures_total", { description: "failed TLS handshakes" })
 export const authFailures = Metric.counter("smtp_server_auth_failures_total", { description: "failed AUTH attempts" })
-
-export const rejection = (code: number) => Metric.update(Metric.withAttributes(rejections, { code: String(code) }), 1)
 
 /** The rejections counter for one reply code (made once per code). */
 const rejectionsByCode = new Map<number, Metric.Metric<number, unknown>>()

@@ -11,13 +11,13 @@ import type { ResolvedConfig } from "./Config.ts"
 /** Wire text of a reply; with ENHANCEDSTATUSCODES off, enhanced codes are left out. */
 export type Format = (code: number, enhanced: EnhancedCode | undefined, text: string) => string
 
-export const formatter = (enhancedStatusCodes: boolean): Format => (code, enhanced, text) =>
+const formatter = (enhancedStatusCodes: boolean): Format => (code, enhanced, text) =>
   formatReply(
     enhancedStatusCodes && enhanced !== undefined ? { code, enhancedCode: enhanced, lines: [text] } : { code, lines: [text] }
   )
 
 /** The wire text of an `SmtpError`, as this server sends it. */
-export const errorFormatter = (enhancedStatusCodes: boolean) => (e: SmtpError.SmtpError): string =>
+const errorFormatter = (enhancedStatusCodes: boolean) => (e: SmtpError.SmtpError): string =>
   e.toReply({ enhancedStatusCodes }).toWire()
 
 /** Whether a reply (its wire text) is negative: 4xx or 5xx. */

@@ -70,7 +70,7 @@ export function startTls(self: Conversation): Step {
  * Reads one SASL response line within the command timeout. An over-long one is read to its
  * end and dropped: the exchange fails (500 5.5.6) and the session goes on.
  */
-export const readAuthLine = (self: Conversation): Effect.Effect<string | typeof TOO_LONG, TransportError | LineReader.LineTooLong> =>
+const readAuthLine = (self: Conversation): Effect.Effect<string | typeof TOO_LONG, TransportError | LineReader.LineTooLong> =>
 Effect.suspend(() => {
   self.watchdog.arm(self.commandTimeout, self.expireRead)
   return Effect.matchEffect(self.reader.readLine, {

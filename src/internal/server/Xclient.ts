@@ -22,7 +22,7 @@ import { Close, type Step } from "./Step.ts"
 /** The EHLO keyword with the attributes this server takes. */
 export const KEYWORD = "XCLIENT NAME ADDR PORT PROTO HELO LOGIN DESTADDR DESTPORT"
 
-export const isVerb = (verb: string): boolean => verb.length === 7 && verb.toUpperCase() === "XCLIENT"
+const isVerb = (verb: string): boolean => verb.length === 7 && verb.toUpperCase() === "XCLIENT"
 
 const UNAVAILABLE = "[UNAVAILABLE]"
 const TEMPUNAVAIL = "[TEMPUNAVAIL]"
@@ -70,7 +70,7 @@ const keys: Readonly<Record<string, Key>> = {
 }
 
 /** The attributes of one XCLIENT command, or what is wrong with them (for a 501 reply). */
-export const parse = (arg: string): Result.Result<XclientAttributes, string> => {
+const parse = (arg: string): Result.Result<XclientAttributes, string> => {
   const words = arg.split(/[ \t]+/).filter((w) => w !== "")
   if (words.length === 0) return Result.fail("Syntax: XCLIENT attribute=value ...")
   const out: Mutable = {}
@@ -87,13 +87,13 @@ export const parse = (arg: string): Result.Result<XclientAttributes, string> => 
 }
 
 /** A value that is there: not absent, not [UNAVAILABLE] (nor [TEMPUNAVAIL]). */
-export const known = (v: string | undefined): string | undefined => v === undefined || v.startsWith("[") ? undefined : v
+const known = (v: string | undefined): string | undefined => v === undefined || v.startsWith("[") ? undefined : v
 
 /**
  * An endpoint with what XCLIENT said of it: the address (none when unavailable) and port (0
  * when unavailable, or when the address was replaced and no port given).
  */
-export const endpoint = (original: Endpoint | undefined, addr: string | undefined, port: string | undefined): Endpoint | undefined => {
+const endpoint = (original: Endpoint | undefined, addr: string | undefined, port: string | undefined): Endpoint | undefined => {
   if (addr === undefined && port === undefined) return original
   const host = addr !== undefined ? known(addr) : original?._tag === "Tcp" ? original.host : undefined
   if (host === undefined) return undefined

@@ -36,10 +36,10 @@ export interface MakeOptions {
 // ---------------------------------------------------------------------------------------------
 // The connection
 
-export type Resume<A> = (effect: Effect.Effect<A, TransportError>) => void
+type Resume<A> = (effect: Effect.Effect<A, TransportError>) => void
 
 /** Bytes read from the socket that no `read` has taken yet, past which the socket pauses. */
-export const READ_AHEAD = 64 * 1024
+const READ_AHEAD = 64 * 1024
 
 export const makeConn = (socket: net.Socket, role: "server" | "client", options: MakeOptions): Transport =>
   new NodeConnection(socket, role, options)
@@ -62,7 +62,7 @@ export const makeConnection = (
  * of them. The Transport's functions are own properties (a copy made with `{ ...transport }`
  * keeps working); everything else is on the prototype.
  */
-export class NodeConnection implements Transport {
+class NodeConnection implements Transport {
   readonly raw: net.Socket
   readonly role: "server" | "client"
   readonly hostname: string | undefined

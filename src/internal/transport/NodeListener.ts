@@ -23,17 +23,17 @@ import { makeConn, makeConnection, type MakeOptions } from "./NodeConnection.ts"
 // ---------------------------------------------------------------------------------------------
 // Listening
 
-export const listenError = (endpoint: Endpoint, cause: unknown) =>
+const listenError = (endpoint: Endpoint, cause: unknown) =>
   new TransportError({ reason: "Listen", message: `cannot listen on ${formatEndpoint(endpoint)}: ${errorMessage(cause)}`, cause })
 
-export const isAbstract = (path: string) => path.startsWith("\0")
+const isAbstract = (path: string) => path.startsWith("\0")
 
-export interface BindOptions {
+interface BindOptions {
   readonly backlog?: number | undefined
   readonly reusePort?: boolean | undefined
 }
 
-export const bind = (server: net.Server, endpoint: Endpoint, options: BindOptions): Effect.Effect<void, unknown> =>
+const bind = (server: net.Server, endpoint: Endpoint, options: BindOptions): Effect.Effect<void, unknown> =>
   Effect.callback((resume) => {
     const onError = (cause: unknown) => {
       server.off("listening", onListening)
@@ -58,7 +58,7 @@ export const bind = (server: net.Server, endpoint: Endpoint, options: BindOption
   })
 
 // Whether something accepts connections on a Unix socket path.
-export const unixSocketAlive = (path: string): Effect.Effect<boolean> =>
+const unixSocketAlive = (path: string): Effect.Effect<boolean> =>
   Effect.callback((resume) => {
     const probe = net.connect({ path })
     probe.once("connect", () => {
@@ -72,7 +72,7 @@ export const unixSocketAlive = (path: string): Effect.Effect<boolean> =>
     return Effect.sync(() => probe.destroy())
   })
 
-export const isSocketFile = (path: string): boolean => {
+const isSocketFile = (path: string): boolean => {
   try {
     return fs.lstatSync(path).isSocket()
   } catch {
@@ -80,7 +80,7 @@ export const isSocketFile = (path: string): boolean => {
   }
 }
 
-export const removeSocketFile = (path: string) => {
+const removeSocketFile = (path: string) => {
   if (isAbstract(path) || !isSocketFile(path)) return
   try {
     fs.unlinkSync(path)
@@ -89,11 +89,11 @@ export const removeSocketFile = (path: string) => {
   }
 }
 
-export const inUse = (path: string) => new Error(`address already in use: ${path}`)
+const inUse = (path: string) => new Error(`address already in use: ${path}`)
 
 // Where a socket is about to be renamed into place there may be nothing, or a stale socket
 // (left by a process that died), which the rename replaces.
-export const checkFreeForSocket = (path: string): Effect.Effect<void, unknown> =>
+const checkFreeForSocket = (path: string): Effect.Effect<void, unknown> =>
   Effect.suspend(() => {
     if (!fs.existsSync(path)) return Effect.void
     if (!isSocketFile(path)) return Effect.fail(inUse(path))
@@ -105,7 +105,7 @@ export const checkFreeForSocket = (path: string): Effect.Effect<void, unknown> =
  * in a fresh directory that only this process's user can enter (mkdtemp makes it 0700), given
  * its mode and owner there, then renamed into place: one atomic step for whoever connects.
  */
-export const bindUnixWithAccess = (
+const bindUnixWithAccess = (
   server: net.Server,
   path: string,
   backlog: number | undefined,
@@ -190,7 +190,7 @@ export const listenSockets = (
  * Accepted sockets to `Transport`s: implicit TLS handshakes and PROXY headers first, then the
  * queue `accept` takes from. Its finalizer stops everything not yet taken.
  */
-export const makeAcceptor = (options: ListenOptions) =>
+const makeAcceptor = (options: ListenOptions) =>
   Effect.gen(function*() {
     const endpoint = options.endpoint
     const tlsOptions = options.tls

@@ -14,7 +14,7 @@ import {
 
 // node:tls costs a server about 5 MiB once loaded: it is loaded by the first connection that
 // uses TLS, not by importing this module.
-export let tlsModule: typeof tls | undefined
+let tlsModule: typeof tls | undefined
 export const nodeTls = (): typeof tls => (tlsModule ??= process.getBuiltinModule("node:tls"))
 
 /** A TLSSocket, whoever loaded node:tls. */
@@ -34,7 +34,7 @@ export const errorMessage = (cause: unknown): string =>
   cause instanceof Error ? cause.message : typeof cause === "string" ? cause : "unknown error"
 
 // The peer went away (abruptly): the same for the protocol as a clean close.
-export const peerGoneCodes = new Set(["ECONNRESET", "EPIPE", "ECONNABORTED", "ERR_STREAM_DESTROYED", "ERR_STREAM_WRITE_AFTER_END"])
+const peerGoneCodes = new Set(["ECONNRESET", "EPIPE", "ECONNABORTED", "ERR_STREAM_DESTROYED", "ERR_STREAM_WRITE_AFTER_END"])
 
 export const socketError = (cause: unknown, reason: "Read" | "Write"): TransportError =>
   peerGoneCodes.has(errorCode(cause) ?? "")
@@ -50,7 +50,7 @@ export const tlsError = (message: string, cause?: unknown) =>
 // Endpoints and TLS facts
 
 // "::ffff:192.0.2.1" (an IPv4 peer on a dual-stack socket) reads better as "192.0.2.1".
-export const normalizeHost = (host: string): string => {
+const normalizeHost = (host: string): string => {
   const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(host)
   return m !== null ? m[1]! : host
 }
@@ -58,7 +58,7 @@ export const normalizeHost = (host: string): string => {
 export const tcpEndpoint = (host: string | undefined, port: number | undefined): Endpoint | undefined =>
   host === undefined || port === undefined ? undefined : { _tag: "Tcp", host: normalizeHost(host), port }
 
-export const certNames = (
+const certNames = (
   names: object | undefined
 ): Readonly<Record<string, string | ReadonlyArray<string>>> => {
   const out: Record<string, string | ReadonlyArray<string>> = {}
@@ -70,7 +70,7 @@ export const certNames = (
   return out
 }
 
-export const peerCertificate = (s: tls.TLSSocket): PeerCertificate | undefined => {
+const peerCertificate = (s: tls.TLSSocket): PeerCertificate | undefined => {
   const cert = s.getPeerCertificate()
   // Node returns {} (or null once destroyed) when the peer sent no certificate.
   if (cert === null || cert === undefined || cert.raw === undefined) return undefined
@@ -83,7 +83,7 @@ export const peerCertificate = (s: tls.TLSSocket): PeerCertificate | undefined =
   }
 }
 
-export const nonEmptyString = (u: unknown): string | undefined => typeof u === "string" && u !== "" ? u : undefined
+const nonEmptyString = (u: unknown): string | undefined => typeof u === "string" && u !== "" ? u : undefined
 
 export const readTlsState = (s: tls.TLSSocket): TlsState => {
   // `authorizationError` is a string (an OpenSSL code) at runtime, typed as Error.
@@ -113,15 +113,15 @@ export const defaultServername = (hostname: string | undefined): string | undefi
 // listens: `server.emit("connection", raw)` is how Node lets a socket be injected. One
 // server per options object, so certificates are parsed once and session tickets resume.
 
-export type HandshakeResult = (socket: tls.TLSSocket | undefined, error: unknown) => void
+type HandshakeResult = (socket: tls.TLSSocket | undefined, error: unknown) => void
 
-export const handshakeServers = new WeakMap<TlsServerOptions, tls.Server>()
-export const pendingHandshakes = new Map<net.Socket, HandshakeResult>()
+const handshakeServers = new WeakMap<TlsServerOptions, tls.Server>()
+const pendingHandshakes = new Map<net.Socket, HandshakeResult>()
 
 // The raw socket a server TLSSocket wraps (`_parent`, set by Node since v0.11).
-export const parentOf = (s: tls.TLSSocket): unknown => (s as unknown as { readonly _parent?: unknown })._parent
+const parentOf = (s: tls.TLSSocket): unknown => (s as unknown as { readonly _parent?: unknown })._parent
 
-export const settleHandshake = (raw: unknown, socket: tls.TLSSocket | undefined, error: unknown) => {
+const settleHandshake = (raw: unknown, socket: tls.TLSSocket | undefined, error: unknown) => {
   if (!(raw instanceof net.Socket)) return
   const done = pendingHandshakes.get(raw)
   if (done === undefined) return

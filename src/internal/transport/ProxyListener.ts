@@ -17,7 +17,7 @@ import {
 import * as IpNetworks from "./IpNetworks.ts"
 
 /** Postfix's `smtpd_upstream_proxy_timeout`: a proxy sends its header at once. */
-export const DEFAULT_TIMEOUT = Duration.seconds(5)
+const DEFAULT_TIMEOUT = Duration.seconds(5)
 
 export interface Acceptor {
   /**

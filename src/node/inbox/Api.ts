@@ -59,7 +59,7 @@ const waitLongest = Duration.minutes(5)
 const messagePath = (id: string) => `/api/messages/${encodeURIComponent(id)}`
 
 /** One message as the API shows it: the summary, plus everything needed to read it. */
-export const detail = ({ envelope, parsed: { message }, summary }: Opened) => ({
+const detail = ({ envelope, parsed: { message }, summary }: Opened) => ({
   ...summary,
   envelope,
   messageId: message.messageId,

@@ -8,7 +8,7 @@
 import type * as Mime from "./Mime.ts"
 
 /** The iframe's `sandbox`: no scripts, an opaque origin; links may open a normal tab. */
-export const sandbox = "allow-popups allow-popups-to-escape-sandbox"
+const sandbox = "allow-popups allow-popups-to-escape-sandbox"
 
 /** The policy of the message document. */
 export const contentSecurityPolicy = (remote: boolean): string => {

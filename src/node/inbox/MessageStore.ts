@@ -22,7 +22,7 @@ import { MaildirError } from "../Maildir.ts"
 import * as Mime from "./Mime.ts"
 
 /** The SMTP envelope of a delivery, as the dev server reported it. */
-export const Envelope = Schema.Struct({
+const Envelope = Schema.Struct({
   from: Schema.String,
   to: Schema.Array(Schema.String),
   helo: Schema.NullOr(Schema.String),
@@ -31,11 +31,11 @@ export const Envelope = Schema.Struct({
   body: Schema.String,
   smtputf8: Schema.Boolean
 })
-export type Envelope = typeof Envelope.Type
+type Envelope = typeof Envelope.Type
 
 const EnvelopeFile = Schema.fromJsonString(Envelope)
 
-export interface AttachmentSummary {
+interface AttachmentSummary {
   readonly index: number
   readonly filename: string | null
   readonly mimeType: string
@@ -183,7 +183,7 @@ const summarize = (id: string, stat: { mtime: Date; size: number }, envelope: En
 const cachedMessages = 4
 const cachedMessageBytes = 4 * 1024 * 1024
 
-export const make = (maildir: string): Effect.Effect<MessageStore["Service"], MaildirError, Scope.Scope> =>
+const make = (maildir: string): Effect.Effect<MessageStore["Service"], MaildirError, Scope.Scope> =>
   Effect.gen(function*() {
     const envelopes = path.join(maildir, "envelopes")
     yield* attempt(`cannot create ${envelopes}`, () => fs.mkdir(envelopes, { recursive: true }))

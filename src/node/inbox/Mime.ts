@@ -12,12 +12,12 @@ export interface Mailbox {
   readonly address: string
 }
 
-export interface Header {
+interface Header {
   readonly name: string
   readonly value: string
 }
 
-export interface Attachment {
+interface Attachment {
   /** Its position in the message, the key of its download URL. */
   readonly index: number
   readonly filename: string | null
@@ -65,7 +65,7 @@ const limits = {
 const headerStart = /^[\x21-\x39\x3b-\x7e]+[ \t]*:/
 
 /** Bytes as text: UTF-8 when they are UTF-8, otherwise Windows-1252 (which maps every byte). */
-export const decodeText = (bytes: Uint8Array): string => {
+const decodeText = (bytes: Uint8Array): string => {
   try {
     return new TextDecoder("utf-8", { fatal: true }).decode(bytes)
   } catch {

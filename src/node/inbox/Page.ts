@@ -10,7 +10,7 @@ import * as HttpServerResponse from "effect/http/HttpServerResponse"
 import * as fs from "node:fs/promises"
 
 /** The page's files are missing from the installation. */
-export class PageError extends Data.TaggedError("PageError")<{ readonly message: string; readonly cause?: unknown }> {}
+class PageError extends Data.TaggedError("PageError")<{ readonly message: string; readonly cause?: unknown }> {}
 
 const policy = [
   "default-src 'none'",

@@ -13,7 +13,7 @@ import type { Scratch } from "./files.ts"
 import { daemon, type ProcessError } from "./process.ts"
 
 /** One message as aiosmtpd's handler saw it. */
-export interface AioMessage {
+interface AioMessage {
   readonly helo: string
   readonly tls: boolean
   readonly authenticatedAs: string | null

@@ -41,7 +41,7 @@ export const scratch: Effect.Effect<Scratch, never, Scope.Scope> = Effect.acquir
   }
 }))
 
-export const bytes = (text: string): Uint8Array => new TextEncoder().encode(text)
+const bytes = (text: string): Uint8Array => new TextEncoder().encode(text)
 export const latin1 = (data: Uint8Array): string => Buffer.from(data).toString("latin1")
 export const sha256 = (data: Uint8Array): string => createHash("sha256").update(data).digest("hex")
 

@@ -11,7 +11,7 @@ import * as net from "node:net"
 import type { Scratch } from "./files.ts"
 import { daemon, ProcessError } from "./process.ts"
 
-export const HAPROXY = "/usr/sbin/haproxy"
+const HAPROXY = "/usr/sbin/haproxy"
 
 export interface Route {
   readonly name: string

@@ -26,7 +26,7 @@ export interface PostfixOptions {
 }
 
 /** One delivery attempt for one recipient, as Postfix logged it. */
-export interface Delivery {
+interface Delivery {
   readonly queueId: string
   readonly recipient: string
   readonly relay: string
@@ -37,7 +37,7 @@ export interface Delivery {
 }
 
 /** A message in the queue, from `postqueue -j`. */
-export interface Queued {
+interface Queued {
   readonly queue_name: string
   readonly queue_id: string
   readonly sender: string

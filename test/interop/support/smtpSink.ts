@@ -11,7 +11,7 @@ import type { Scratch } from "./files.ts"
 import { daemon, type ProcessError } from "./process.ts"
 
 /** One transaction as smtp-sink dumped it. */
-export interface SinkMessage {
+interface SinkMessage {
   readonly proto: string
   readonly helo: string | undefined
   /** The arguments of MAIL: "<from> PARAM=…". */
@@ -22,7 +22,7 @@ export interface SinkMessage {
   readonly content: string
 }
 
-export interface Counters {
+interface Counters {
   readonly sessions: number
   readonly quits: number
   readonly messages: number

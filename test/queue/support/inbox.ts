@@ -14,7 +14,7 @@ import { SmtpError } from "../../../src/SmtpError.ts"
 import type { Endpoint, Network, TransportError } from "../../../src/Transport.ts"
 import * as TestServer from "../../support/server.ts"
 
-export interface Stored {
+interface Stored {
   readonly from: string | null
   readonly rcpts: ReadonlyArray<string>
   readonly body: string
@@ -22,7 +22,7 @@ export interface Stored {
   readonly helo: string | undefined
 }
 
-export interface Held {
+interface Held {
   /** The EHLO name of the client whose RCPT is held. */
   readonly helo: string | undefined
   /** Lets the RCPT go on (it is accepted, if the connection is still there). */

@@ -6,17 +6,17 @@
 import * as fc from "fast-check"
 
 /** Real UTF-8 bytes of `text`, as a latin1 string. */
-export const utf8 = (text: string): string => Buffer.from(text, "utf8").toString("latin1")
+const utf8 = (text: string): string => Buffer.from(text, "utf8").toString("latin1")
 const base64 = (latin1: string): string => Buffer.from(latin1, "latin1").toString("base64")
 
-export const byte = fc.integer({ min: 0, max: 255 }).map((c) => String.fromCharCode(c))
+const byte = fc.integer({ min: 0, max: 255 }).map((c) => String.fromCharCode(c))
 export const bytes = (maxLength: number) => fc.string({ unit: byte, maxLength })
 /** Printable ASCII without space: what a well-behaved word looks like. */
 const word = fc.string({ unit: fc.integer({ min: 33, max: 126 }).map((c) => String.fromCharCode(c)), minLength: 1, maxLength: 12 })
 const repeat = (unit: string, min: number, max: number) => fc.integer({ min, max }).map((n) => unit.repeat(n))
 
 /** Mostly CRLF; sometimes a bare LF, a bare CR, nothing, or worse. */
-export const lineEnd = fc.oneof(
+const lineEnd = fc.oneof(
   { weight: 8, arbitrary: fc.constant("\r\n") },
   { weight: 1, arbitrary: fc.constantFrom("\n", "\r", "", "\r\r\n", "\n\r", "\0\r\n", " \r\n", "\r\0\n") }
 )
@@ -34,7 +34,7 @@ const verb = fc.oneof(
 )
 
 /** Paths of MAIL FROM / RCPT TO, from valid to pathological. */
-export const path = fc.oneof(
+const path = fc.oneof(
   { weight: 3, arbitrary: fc.constantFrom("<a@b.example>", "<>", "<postmaster>", "<Postmaster@b.example>", "<\"a b\"@b.example>") },
   {
     weight: 6,

@@ -21,10 +21,8 @@ const envNumber = (name: string): number | undefined => {
   return n
 }
 
-export const baseSeed: number = envNumber("FUZZ_SEED") ?? DEFAULT_SEED
-export const scale: number = Math.max(envNumber("FUZZ_SCALE") ?? 1, 1)
-/** True under scripts/fuzz.sh. */
-export const fuzzing: boolean = envNumber("FUZZ_SEED") !== undefined
+const baseSeed: number = envNumber("FUZZ_SEED") ?? DEFAULT_SEED
+const scale: number = Math.max(envNumber("FUZZ_SCALE") ?? 1, 1)
 
 /** FNV-1a: a stable 32-bit hash of a property's name. */
 const hash = (text: string): number => {
@@ -34,7 +32,7 @@ const hash = (text: string): number => {
 }
 
 /** How many runs a property makes: `runs` under `npm test`, scaled up under the fuzz script. */
-export const runsOf = (runs: number): number => Math.ceil(runs * scale)
+const runsOf = (runs: number): number => Math.ceil(runs * scale)
 
 /** A test's time limit, scaled like its runs. */
 export const timeoutOf = (ms: number): number => Math.ceil(ms * scale)
