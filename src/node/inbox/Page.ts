@@ -9,8 +9,12 @@ import * as HttpRouter from "effect/http/HttpRouter"
 import * as HttpServerResponse from "effect/http/HttpServerResponse"
 import * as fs from "node:fs/promises"
 
-/** The page's files are missing from the installation. */
-class PageError extends Data.TaggedError("PageError")<{ readonly message: string; readonly cause?: unknown }> {}
+/**
+ * The page's files are missing from the installation. (Exported so that the layer's declared
+ * type can name it.)
+ * @public
+ */
+export class PageError extends Data.TaggedError("PageError")<{ readonly message: string; readonly cause?: unknown }> {}
 
 const policy = [
   "default-src 'none'",
