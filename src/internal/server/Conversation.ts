@@ -80,10 +80,6 @@ export class Conversation {
   readonly mailEnabled: MailOptions.Enabled
   readonly info: ConnectionInfo
   session!: Session
-  backend!: Backend["Service"]
-  /** The connection's scope; with XCLIENT on, each session has a child scope of its own. */
-  scope!: Scope.Scope
-  sessionScope: Scope.Closeable | undefined = undefined
 
   // --- connection state ---
   helo: string | undefined = undefined
@@ -102,6 +98,8 @@ export class Conversation {
   /** XCLIENT is offered to this client (its address is in `xclient.trusted`). */
   readonly xclientAllowed: boolean
   xclientAttributes: XclientAttributes | undefined = undefined
+  /** For a client offered XCLIENT: how its session is replaced. */
+  sessions: Xclient.Sessions | undefined = undefined
   authFailures = 0
   errors = 0
   unknownInARow = 0
@@ -374,32 +372,13 @@ export class Conversation {
     }
   }
 
-  /**
-   * Opens the backend's session: `undefined`, or its refusal (an SmtpError), or "unavailable"
-   * (any other failure, logged). With XCLIENT on, the session gets a scope of its own, so that
-   * XCLIENT can end it.
-   */
-  openSession(): Effect.Effect<SmtpError.SmtpError | "unavailable" | undefined> {
-    return Effect.gen({ self: this }, function*() {
-      let scope = this.scope
-      if (this.c.xclient !== undefined) {
-        this.sessionScope = yield* Scope.fork(this.scope)
-        scope = this.sessionScope
-      }
-      // A defect here is answered like any other failure: 421, and the connection closes.
-      const opened = yield* Effect.exit(Scope.provide(this.backend.newSession(this.info), scope))
-      if (Exit.isSuccess(opened)) {
-        this.session = opened.value
-        return undefined
-      }
-      const cause = opened.cause
-      if (Cause.hasInterruptsOnly(cause)) return yield* Effect.interrupt
-      const e = Cause.findErrorOption(cause)
-      const refusal = e._tag === "Some" && e.value instanceof SmtpError.SmtpError ? e.value : undefined
-      if (refusal !== undefined) return refusal
-      yield* Effect.logError("backend newSession failed", cause)
-      return "unavailable" as const
-    })
+  /** The reply to a session the backend would not open: its refusal, or 421 when it failed (logged). */
+  refused(cause: Cause.Cause<unknown>): Effect.Effect<string> {
+    if (Cause.hasInterruptsOnly(cause)) return Effect.interrupt
+    const e = Cause.findErrorOption(cause)
+    if (e._tag === "Some" && e.value instanceof SmtpError.SmtpError) return Effect.succeed(this.r.error(e.value))
+    // A defect here is answered like any other failure: 421, and the connection closes.
+    return Effect.as(Effect.logError("backend newSession failed", cause), this.r.unavailable)
   }
 
   // --- the conversation ---
@@ -569,19 +548,25 @@ export class Conversation {
   }
 
   /** Opens the session, then converses; a session the backend refuses gets its refusal, then only QUIT. */
-  converse(): Effect.Effect<void, never, Connection> {
-    return Effect.flatMap(this.openSession(), (refused) => {
-      if (refused === undefined) {
-        return this.session.auth === undefined || Security.sasl !== undefined
+  converse(backend: Backend["Service"], scope: Scope.Scope): Effect.Effect<void, never, Connection | Scope.Scope> {
+    let opening: Effect.Effect<Session, unknown, Scope.Scope> = backend.newSession(this.info)
+    if (this.xclientAllowed) {
+      this.sessions = { backend, parent: scope, current: undefined }
+      opening = Xclient.openSession(this, this.sessions)
+    }
+    return Effect.flatMap(Effect.exit(opening), (opened) => {
+      if (Exit.isSuccess(opened)) {
+        this.session = opened.value
+        return opened.value.auth === undefined || Security.sasl !== undefined
           ? this.run()
           : Effect.andThen(loadSasl, Effect.suspend(() => this.run()))
       }
-      // Any other failure than a refusal, and a 421, close at once; other refusals wait for QUIT (RFC 5321 3.1).
-      if (refused === "unavailable") return this.farewell(this.r.unavailable)
-      const wire = this.r.error(refused)
-      if (refused.code === 421) return this.farewell(wire)
-      this.refuse(wire)
-      return this.run()
+      return Effect.flatMap(this.refused(opened.cause), (wire) => {
+        // A 421 closes; any other refusal waits for QUIT (RFC 5321 3.1).
+        if (codeOf(wire) === 421) return this.farewell(wire)
+        this.refuse(wire)
+        return this.run()
+      })
     })
   }
 }
@@ -599,8 +584,6 @@ export const serve = (transport: Transport, ctx: ConnectionContext): Effect.Effe
     const watchdog = ctx.deadlines.watchdog()
     const conversation = new Conversation(transport, ctx, watchdog, fiber, parent)
     const scope = Scope.makeUnsafe()
-    conversation.scope = scope
-    conversation.backend = Context.get(parent, Backend)
     const context = Context.add(
       Context.add(Context.add(parent, Scope.Scope, scope), Connection, conversation.info),
       References.CurrentLogAnnotations,
@@ -611,7 +594,7 @@ export const serve = (transport: Transport, ctx: ConnectionContext): Effect.Effe
     const unregister = ctx.onShutdown(() => {
       if (conversation.idle) fiber.interruptUnsafe()
     })
-    const conversing = Effect.andThen(Effect.logDebug("connection opened"), conversation.converse())
+    const conversing = Effect.andThen(Effect.logDebug("connection opened"), conversation.converse(Context.get(parent, Backend), scope))
     return Effect.provideContext(
       Effect.onExit(conversing, (exit) => {
         unregister()

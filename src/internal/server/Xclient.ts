@@ -10,12 +10,13 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Result from "effect/Result"
 import * as Scope from "effect/Scope"
-import type { XclientAttributes } from "../../Backend.ts"
+import type { Backend, Session, XclientAttributes } from "../../Backend.ts"
 import type * as Command from "../../Command.ts"
 import type { Endpoint } from "../../Transport.ts"
 import * as Xtext from "../../Xtext.ts"
 import * as IpNetworks from "../transport/IpNetworks.ts"
 import type { Conversation } from "./Conversation.ts"
+import { codeOf } from "./Replies.ts"
 import { loadSasl } from "./Security.ts"
 import { Close, type Step } from "./Step.ts"
 
@@ -122,12 +123,36 @@ export function xclient(self: Conversation, arg: string): Step {
     self.local = endpoint(self.transport.localEndpoint, a.destaddr, a.destport)
     self.helo = known(a.helo)
     self.extended = self.helo !== undefined && a.proto !== "SMTP"
+    self.pipelining = true
     self.authIdentity = known(a.login)
     yield* Effect.logInfo("XCLIENT", a)
-    if (self.sessionScope !== undefined) yield* Scope.close(self.sessionScope, Exit.void)
-    const refused = yield* self.openSession()
-    if (refused !== undefined) return yield* Effect.fail(new Close(refused === "unavailable" ? r.unavailable : r.error(refused)))
-    if (self.session.auth !== undefined) yield* loadSasl
-    return r.greeting
+    const sessions = self.sessions!
+    // The old session ends (its finalizers run) before the new one begins.
+    if (sessions.current !== undefined) yield* Scope.close(sessions.current, Exit.void)
+    const opened = yield* Effect.exit(openSession(self, sessions))
+    if (Exit.isSuccess(opened)) {
+      self.session = opened.value
+      if (opened.value.auth !== undefined) yield* loadSasl
+      return r.greeting
+    }
+    // As at connect: a 421 closes, any other refusal waits for QUIT.
+    const wire = yield* self.refused(opened.cause)
+    if (codeOf(wire) === 421) return yield* Effect.fail(new Close(wire))
+    self.refuse(wire)
+    return wire
   })
+}
+
+/** A session XCLIENT can replace: the backend, the connection's scope, and the session's own in it. */
+export interface Sessions {
+  readonly backend: Backend["Service"]
+  readonly parent: Scope.Scope
+  current: Scope.Closeable | undefined
+}
+
+/** A session of the backend's in a scope of its own, which the next XCLIENT closes. */
+export const openSession = (self: Conversation, sessions: Sessions): Effect.Effect<Session, unknown> => {
+  const scope = Scope.forkUnsafe(sessions.parent)
+  sessions.current = scope
+  return Scope.provide(sessions.backend.newSession(self.info), scope)
 }

@@ -44,25 +44,13 @@ const READ_AHEAD = 64 * 1024
 export const makeConn = (socket: net.Socket, role: "server" | "client", options: MakeOptions): Transport =>
   new NodeConnection(socket, role, options)
 
-/**
- * A connection, and `unread`, which puts bytes back in front of what the next `read` returns
- * (what came after a PROXY header in the same chunk).
- */
-export const makeConnection = (
-  socket: net.Socket,
-  role: "server" | "client",
-  options: MakeOptions
-): { readonly transport: Transport; readonly unread: (bytes: Uint8Array) => void } => {
-  const connection = new NodeConnection(socket, role, options)
-  return { transport: connection, unread: (bytes) => connection.unread(bytes) }
-}
 
 /**
  * One connection, as an object rather than a closure per operation: a server holds thousands
  * of them. The Transport's functions are own properties (a copy made with `{ ...transport }`
  * keeps working); everything else is on the prototype.
  */
-class NodeConnection implements Transport {
+export class NodeConnection implements Transport {
   readonly raw: net.Socket
   readonly role: "server" | "client"
   readonly hostname: string | undefined
@@ -241,8 +229,12 @@ class NodeConnection implements Transport {
     waiters.clear()
   }
 
-  /** Puts bytes back in front of what the next `read` returns. */
+  /**
+   * Puts bytes back in front of what the next `read` returns: what came after a PROXY header in
+   * the same chunk. (A TLS upgrade hands them to the TLS engine with the rest read ahead.)
+   */
   unread(bytes: Uint8Array) {
+    if (bytes.length === 0) return
     this.ahead.unshift(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length))
     this.aheadBytes += bytes.length
   }

@@ -18,7 +18,7 @@ import {
   type UnixSocketAccess as Access
 } from "../../Transport.ts"
 import { ignore, errorCode, errorMessage, tcpEndpoint, handshakeServer, serverHandshake } from "./NodeSockets.ts"
-import { makeConn, makeConnection, type MakeOptions } from "./NodeConnection.ts"
+import { makeConn, type MakeOptions, NodeConnection } from "./NodeConnection.ts"
 
 // ---------------------------------------------------------------------------------------------
 // Listening
@@ -224,10 +224,10 @@ const makeAcceptor = (options: ListenOptions) =>
 
     // PROXY header first (read with the listener's services: its clock, its logger), then TLS.
     const acceptProxied = (acceptor: ProxyListener.Acceptor, socket: net.Socket, endpoints: MakeOptions) => {
-      const { transport, unread } = makeConnection(socket, "server", endpoints)
-      const accepted = acceptor.accept(transport, (rest) => {
-        unread(rest)
-        return transport
+      const conn = new NodeConnection(socket, "server", endpoints)
+      const accepted = acceptor.accept(conn, (rest) => {
+        conn.unread(rest)
+        return conn
       }).pipe(
         Effect.flatMap((t) =>
           t === undefined || tlsOptions === undefined ? Effect.succeed(t) : t.upgradeTls({ role: "server", tls: tlsOptions }).pipe(
