@@ -237,7 +237,10 @@ const serve = (input: ServeInput) =>
         }
       }
     }
-    if (worker !== undefined) return yield* Workers.runWorker(options, worker, input.events === "json")
+    // --trace: the connections' Debug logs on stderr (a worker's stderr is the supervisor's).
+    const traced = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+      input.trace ? Effect.provideService(effect, References.MinimumLogLevel, "Debug") : effect
+    if (worker !== undefined) return yield* traced(Workers.runWorker(options, worker, input.events === "json"))
     if (input.workers > 1) {
       return yield* Workers.supervise({
         workers: input.workers,
@@ -248,8 +251,7 @@ const serve = (input: ServeInput) =>
       })
     }
     // Runs until SIGINT/SIGTERM interrupts it; closing the layer answers 421 to clients.
-    const launched = Layer.launch(withInbox === undefined ? DevServer.layer(options) : withInbox(options))
-    return yield* input.trace ? Effect.provideService(launched, References.MinimumLogLevel, "Debug") : launched
+    return yield* traced(Layer.launch(withInbox === undefined ? DevServer.layer(options) : withInbox(options)))
   })
 
 const serveCommand = Command.make("serve", serveFlags, serve).pipe(

@@ -175,7 +175,8 @@ describe("effect-smtp serve --workers", () => {
       "--proxy-trusted",
       "127.0.0.1",
       "--xclient-trusted",
-      "198.51.100.0/24"
+      "198.51.100.0/24",
+      "--trace"
     ])
     const [address] = await listening(r, 1)
     await Effect.runPromise(Effect.scoped(Effect.gen(function*() {
@@ -194,6 +195,8 @@ describe("effect-smtp serve --workers", () => {
     await r.waitFor(() => r.events.filter((e) => e.event === "received").length === 2)
     const remotes = r.events.filter((e) => e.event === "received").map((e) => e.remote)
     assert.deepStrictEqual(remotes, ["198.51.100.7:4711", "192.0.2.55:1025"])
+    // --trace reaches the workers: their commands on the supervisor's stderr.
+    assert.include(r.stderr(), "XCLIENT ADDR=192.0.2.55 PORT=1025")
     // Not from a trusted proxy: closed without a greeting.
     const direct = await new Promise<string>((resolve) => {
       const s = net.connect({ host: "127.0.0.1", port: Number(address!.split(":")[1]), localAddress: "127.0.0.2" })
