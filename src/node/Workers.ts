@@ -25,7 +25,7 @@ import * as Effect from "effect/Effect"
 import * as FiberSet from "effect/FiberSet"
 import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
-import { type ChildProcess, fork } from "node:child_process"
+import type { ChildProcess } from "node:child_process"
 import type * as net from "node:net"
 import * as NodeTransport from "../NodeTransport.ts"
 import * as SmtpServer from "../SmtpServer.ts"
@@ -162,7 +162,8 @@ export const supervise = (options: SuperviseOptions): Effect.Effect<never, Worke
         const settings: WorkerSettings = { worker: slot.worker, ports, selfSigned: options.selfSigned }
         const child = yield* Effect.acquireRelease(
           Effect.sync(() =>
-            fork(process.argv[1]!, process.argv.slice(2), {
+            // node:child_process is loaded by a supervisor, not by every `serve` that imports this.
+            process.getBuiltinModule("node:child_process").fork(process.argv[1]!, process.argv.slice(2), {
               execArgv: process.execArgv,
               env: { ...process.env, [WORKER_ENV]: JSON.stringify(settings) },
               // Its own process group: a Ctrl-C reaches the supervisor, which tells the workers.
