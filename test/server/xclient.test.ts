@@ -12,11 +12,14 @@ import { dialog, show, start } from "../support/server.ts"
 
 const tcp = (host: string, port: number): Endpoint => ({ _tag: "Tcp", host, port })
 const blocked = SmtpError.of(554, [5, 7, 1], "Client host rejected")
+const busy = SmtpError.of(421, [4, 7, 0], "Too busy for you")
 
 const server = (xclient: boolean) => {
   const backend = makeBackend({
-    newSession: (info) =>
-      info.remoteEndpoint?._tag === "Tcp" && info.remoteEndpoint.host === "198.51.100.66" ? Effect.fail(blocked) : Effect.void
+    newSession: (info) => {
+      const host = info.remoteEndpoint?._tag === "Tcp" ? info.remoteEndpoint.host : undefined
+      return host === "198.51.100.66" ? Effect.fail(blocked) : host === "198.51.100.42" ? Effect.fail(busy) : Effect.void
+    }
   })
   return Effect.map(
     start({
@@ -155,13 +158,21 @@ describe("XCLIENT", () => {
       assert.strictEqual(show(yield* p.command("XCLIENT ADDR=198.51.100.7")), "500 5.5.2")
     }))
 
-  it.effect("the backend refusing the new client: its reply, and the connection closes", () =>
+  it.effect("the backend refusing the new client: its reply, then only QUIT, as at connect; a 421 closes", () =>
     Effect.gen(function*() {
-      const { s } = yield* server(true)
+      const { rec, s } = yield* server(true)
       const p = yield* s.open()
       yield* p.command("EHLO proxy.example")
       assert.strictEqual(show(yield* p.command("XCLIENT ADDR=198.51.100.66")), "554 5.7.1")
+      assert.deepStrictEqual(yield* dialog(p, "EHLO proxy.example", "XCLIENT ADDR=192.0.2.1", "QUIT"), ["503 5.5.1", "503 5.5.1", "221 2.0.0"])
       assert.isTrue(yield* p.closed)
+      // The refused session's scope closed with the connection.
+      assert.deepStrictEqual(rec.events, ["session", "logout", "session", "logout"])
+
+      const q = yield* s.open()
+      yield* q.command("EHLO proxy.example")
+      assert.strictEqual(show(yield* q.command("XCLIENT ADDR=198.51.100.42")), "421 4.7.0")
+      assert.isTrue(yield* q.closed)
     }))
 
   it.effect("bad trusted networks are a Listen error", () =>
