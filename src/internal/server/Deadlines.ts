@@ -63,6 +63,13 @@ class Dog implements Watchdog {
   }
 }
 
+/**
+ * How close to a deadline counts as at it, in milliseconds. Times are fractional (a body's
+ * deadline grows by a fraction of a millisecond per byte), and a clock that reads a hair before
+ * a deadline must not send the sleeper back to sleep for nothing, over and over.
+ */
+const DUE = 1e-6
+
 class Keeper {
   readonly clock: Clock.Clock
   readonly fork: (effect: Effect.Effect<void>) => Fiber.Fiber<void>
@@ -120,10 +127,10 @@ class Keeper {
       this.sleeper = this.wakeAt = undefined
       const now = this.clock.currentTimeMillisUnsafe()
       const heap = this.heap
-      while (heap.length > 0 && heap[0]!.key <= now) {
+      while (heap.length > 0 && heap[0]!.key - now < DUE) {
         const dog = heap[0]!
         const deadline = dog.deadline
-        if (deadline !== undefined && deadline > now) {
+        if (deadline !== undefined && deadline - now >= DUE) {
           dog.key = deadline
           this.down(0)
           continue
