@@ -11,13 +11,13 @@ import * as Schedule from "effect/Schedule"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import { TestClock } from "effect/testing"
-import * as Tracer from "effect/Tracer"
 import * as Mailer from "../src/Mailer.ts"
 import * as MemoryTransport from "../src/MemoryTransport.ts"
 import * as SmtpClient from "../src/SmtpClient.ts"
 import { SmtpError } from "../src/SmtpError.ts"
 import { Network } from "../src/Transport.ts"
 import * as Scripted from "./support/ScriptedServer.ts"
+import { countingSleeps, recordingTracer } from "./support/observe.ts"
 
 const message = (n: number): SmtpClient.Message => ({
   from: "sender@example.com",
@@ -131,21 +131,12 @@ describe("Mailer: the pool", () => {
     Effect.gen(function*() {
       const server = yield* Scripted.ownServer()
       const clock = yield* Clock.Clock
-      let sleeps = 0
-      const counting: Clock.Clock = {
-        ...clock,
-        currentTimeMillisUnsafe: () => clock.currentTimeMillisUnsafe(),
-        currentTimeNanosUnsafe: () => clock.currentTimeNanosUnsafe(),
-        monotonicTimeNanosUnsafe: () => clock.monotonicTimeNanosUnsafe(),
-        sleep: (d) => {
-          sleeps++
-          return clock.sleep(d)
-        }
-      }
+      const counter = { sleeps: 0 }
+      const counting = countingSleeps(clock, counter)
       const mailer = yield* mailerFor(server).pipe(Effect.provideService(Clock.Clock, counting))
       for (let n = 0; n < 50; n++) yield* mailer.send(message(n))
       assert.strictEqual(server.received.length, 50)
-      assert.isAtMost(sleeps, 1)
+      assert.isAtMost(counter.sleeps, 1)
     }))
 
   it.effect("closing the Mailer says QUIT on its idle connections", () =>
@@ -341,17 +332,7 @@ describe("Mailer: the rate limit", () => {
     Effect.gen(function*() {
       const server = yield* Scripted.ownServer()
       const ended: Array<string> = []
-      const tracer = Tracer.make({
-        span: (options) => {
-          const span = new Tracer.NativeSpan(options)
-          const end = span.end.bind(span)
-          span.end = (endTime, exit) => {
-            ended.push(span.name)
-            end(endTime, exit)
-          }
-          return span
-        }
-      })
+      const tracer = recordingTracer(ended)
       const mailer = yield* mailerFor(server)
       yield* Effect.withTracer(mailer.send(message(1)), tracer)
       assert.deepStrictEqual(ended, ["Mailer.send"])

@@ -12,6 +12,7 @@ import * as path from "node:path"
 import * as NodeTransport from "../src/NodeTransport.ts"
 import { type Endpoint, Network, type Transport, type TransportError } from "../src/Transport.ts"
 import { testCerts } from "./support/certs.ts"
+import { readLine } from "./support/observe.ts"
 
 const certs = testCerts()
 const serverTls = { key: certs.server.key, cert: certs.server.cert }
@@ -42,17 +43,6 @@ const readBytes = (t: Transport, n: number) =>
     return concat(chunks)
   })
 
-/** Reads until a chunk ends with CRLF: enough for the one-line exchanges below. */
-const readLine = (t: Transport) =>
-  Effect.gen(function*() {
-    let s = ""
-    while (!s.endsWith("\r\n")) {
-      const c = yield* t.read
-      if (c === undefined) break
-      s += text(c)
-    }
-    return s
-  })
 
 const readToEof = (t: Transport) =>
   Effect.gen(function*() {

@@ -12,7 +12,8 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import * as NodeTransport from "../src/NodeTransport.ts"
-import type { Transport, TransportError, UnixSocketAccess } from "../src/Transport.ts"
+import type { TransportError, UnixSocketAccess } from "../src/Transport.ts"
+import { readLine } from "./support/observe.ts"
 
 const account = (db: "passwd" | "group", name: string) => Number(execFileSync("getent", [db, name], { encoding: "utf8" }).split(":")[2])
 const nobody = { uid: account("passwd", "nobody"), gid: account("group", "nogroup") }
@@ -49,16 +50,6 @@ const connectAs = (user: { readonly uid: number; readonly gid: number }, socket:
     return Effect.sync(() => child.kill())
   })
 
-const readLine = (t: Transport) =>
-  Effect.gen(function*() {
-    let s = ""
-    while (!s.endsWith("\r\n")) {
-      const c = yield* t.read
-      if (c === undefined) break
-      s += new TextDecoder().decode(c)
-    }
-    return s
-  })
 
 const listenAt = (socket: string, unix: UnixSocketAccess) => NodeTransport.listen({ endpoint: { _tag: "Unix", path: socket }, unix })
 

@@ -15,6 +15,7 @@ import * as Metrics from "../../src/internal/server/Metrics.ts"
 import { testCerts } from "../support/certs.ts"
 import { makeBackend } from "../support/backend.ts"
 import { dialog, drained, envelope, loopback, type Net, replies, show, start, type StartOptions, waitFor } from "../support/server.ts"
+import { recordingTracer } from "../support/observe.ts"
 
 describe.each<Net>(["memory", "tcp"])("robustness over %s", (network) => {
   it.live("a malformed BDAT (its chunk cannot be framed): 521 5.5.4 and the connection closes; its bytes never run as commands", () =>
@@ -185,17 +186,7 @@ describe("tracing", () => {
         data: (body) => Effect.andThen(Stream.runDrain(body), Effect.map(chainOf, (c) => void chains.push(c)))
       })
       const ended: Array<string> = []
-      const tracer = Tracer.make({
-        span: (options) => {
-          const span = new Tracer.NativeSpan(options)
-          const end = span.end.bind(span)
-          span.end = (endTime, exit) => {
-            ended.push(span.name)
-            end(endTime, exit)
-          }
-          return span
-        }
-      })
+      const tracer = recordingTracer(ended)
       const s = yield* Effect.withTracer(start({ backend: layer }), tracer)
       const p = yield* s.open()
       yield* envelope(p)

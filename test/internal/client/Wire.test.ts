@@ -14,6 +14,7 @@ import { TestClock } from "effect/testing"
 import * as ClientWire from "../../../src/internal/client/Wire.ts"
 import * as MemoryTransport from "../../../src/MemoryTransport.ts"
 import { type Transport, TransportError } from "../../../src/Transport.ts"
+import { countingSleeps } from "../../support/observe.ts"
 
 /** Lets forked fibers run up to their next suspension. */
 const settle = Effect.gen(function*() {
@@ -35,16 +36,7 @@ const setup = Effect.gen(function*() {
   const [client, server] = yield* MemoryTransport.pair()
   const clock = yield* Clock.Clock
   const counter = { sleeps: 0 }
-  const counting: Clock.Clock = {
-    ...clock,
-    currentTimeMillisUnsafe: () => clock.currentTimeMillisUnsafe(),
-    currentTimeNanosUnsafe: () => clock.currentTimeNanosUnsafe(),
-    monotonicTimeNanosUnsafe: () => clock.monotonicTimeNanosUnsafe(),
-    sleep: (d) => {
-      counter.sleeps++
-      return clock.sleep(d)
-    }
-  }
+  const counting = countingSleeps(clock, counter)
   const wire = yield* ClientWire.make(client, { logTraffic: false }).pipe(Effect.provideService(Clock.Clock, counting))
   return { wire, client, server, counter }
 })
