@@ -24,8 +24,8 @@ import * as ServerReplies from "./internal/server/Replies.ts"
 import * as Watchdog from "./internal/server/Deadlines.ts"
 import { type Endpoint, formatEndpoint, type Listener, Network, type Transport, TransportError } from "./Transport.ts"
 
-export type { Extensions, ListenSpec, ServerOptions, XclientOptions } from "./internal/server/Config.ts"
-export { defaultExtensions } from "./internal/server/Config.ts"
+export type { Extensions, ListenSpec, ServerOptions, Timeouts, XclientOptions } from "./internal/server/Config.ts"
+export { defaultExtensions, defaultTimeouts } from "./internal/server/Config.ts"
 
 /** One bound listener, as clients see it. */
 export interface BoundListener {
@@ -90,7 +90,7 @@ export const make = Effect.fnUntraced(function*(
     Effect.gen(function*() {
       yield* shutdown.open
       for (const f of shutdownHooks) f()
-      yield* FiberSet.awaitEmpty(connections).pipe(Effect.timeoutOption(c.shutdownGrace))
+      yield* FiberSet.awaitEmpty(connections).pipe(Effect.timeoutOption(c.timeouts.shutdown))
       yield* FiberSet.clear(connections)
     })
   )
@@ -98,7 +98,7 @@ export const make = Effect.fnUntraced(function*(
   // Implicit TLS: the handshake happens before the connection reaches us, so bound it there.
   const implicitTls = c.tls === undefined
     ? undefined
-    : { ...c.tls, handshakeTimeout: c.tls.handshakeTimeout ?? Duration.toMillis(c.tlsHandshakeTimeout) }
+    : { ...c.tls, handshakeTimeout: c.tls.handshakeTimeout ?? Duration.toMillis(c.timeouts.tlsHandshake) }
   for (const spec of c.listen) {
     const l = yield* network.listen({
       endpoint: spec.endpoint,
@@ -182,7 +182,7 @@ export const layer = (options: ServerConfig.ServerOptions): Layer.Layer<SmtpServ
 /**
  * The server's options from `Config` (environment variables by default): SMTP_LISTEN
  * (comma-separated `host:port` or `unix:/path`), SMTP_DOMAIN, SMTP_PROTOCOL, SMTP_MAX_MESSAGE_BYTES,
- * SMTP_MAX_RECIPIENTS, SMTP_MAX_CONNECTIONS, SMTP_COMMAND_TIMEOUT. Fields of `overrides` win.
+ * SMTP_MAX_RECIPIENTS, SMTP_MAX_CONNECTIONS, SMTP_COMMAND_TIMEOUT (`timeouts.command`). Fields of `overrides` win.
  * (Effect's Config module is loaded only when this layer is built: a server that does not read
  * its options from the environment never loads it.)
  */

@@ -16,11 +16,12 @@ export const fromConfig = (
       maxMessageBytes: Config.Int("SMTP_MAX_MESSAGE_BYTES").pipe(Config.withDefault(32 * 1024 * 1024)),
       maxRecipients: Config.Int("SMTP_MAX_RECIPIENTS").pipe(Config.withDefault(1000)),
       maxConnections: Config.Int("SMTP_MAX_CONNECTIONS").pipe(Config.withDefault(1000)),
-      commandTimeout: Config.Duration("SMTP_COMMAND_TIMEOUT").pipe(Config.withDefault(Duration.minutes(5)))
+      command: Config.Duration("SMTP_COMMAND_TIMEOUT").pipe(Config.withDefault(Duration.minutes(5)))
     })
     const listen = yield* Effect.try({
       try: () => env.listen.split(",").map((s) => s.trim()).filter((s) => s !== "").map(parseListenAddress),
       catch: (e) => new TransportError({ reason: "Listen", message: `SMTP_LISTEN: ${(e as Error).message}` })
     })
-    return { ...env, listen: listen.map((endpoint) => ({ endpoint })) }
+    const { command, ...options } = env
+    return { ...options, timeouts: { command }, listen: listen.map((endpoint) => ({ endpoint })) }
   })
