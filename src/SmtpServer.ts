@@ -180,18 +180,47 @@ export const layer = (options: ServerConfig.ServerOptions): Layer.Layer<SmtpServ
   Layer.effect(SmtpServer, make(options))
 
 /**
- * The server's options from `Config` (environment variables by default): SMTP_LISTEN
- * (comma-separated `host:port` or `unix:/path`), SMTP_DOMAIN, SMTP_PROTOCOL, SMTP_MAX_MESSAGE_BYTES,
- * SMTP_MAX_RECIPIENTS, SMTP_MAX_CONNECTIONS, SMTP_COMMAND_TIMEOUT (`timeouts.command`). Fields of `overrides` win.
- * (Effect's Config module is loaded only when this layer is built: a server that does not read
- * its options from the environment never loads it.)
+ * The server with its options from `Config` (environment variables by default), each named
+ * SMTP_SERVER_ and its option's path in CONSTANT_CASE:
+ *
+ * - `SMTP_SERVER_LISTEN`: comma-separated `host:port`, `[v6]:port` or `unix:/path` (default
+ *   `127.0.0.1:2525`);
+ * - `SMTP_SERVER_DOMAIN`, `SMTP_SERVER_PROTOCOL` (`smtp` or `lmtp`);
+ * - `SMTP_SERVER_MAX_MESSAGE_BYTES`, `SMTP_SERVER_MAX_RECIPIENTS`, `SMTP_SERVER_MAX_CONNECTIONS`,
+ *   `SMTP_SERVER_MAX_CONNECTIONS_PER_IP`;
+ * - `SMTP_SERVER_REQUIRE_AUTH`, `SMTP_SERVER_ALLOW_INSECURE_AUTH`, `SMTP_SERVER_LOG_TRAFFIC`
+ *   (`true` or `false`);
+ * - `SMTP_SERVER_TIMEOUTS_COMMAND`, `_DATA`, `_WRITE`, `_TLS_HANDSHAKE`, `_REFUSED_SESSION`,
+ *   `_SHUTDOWN` (durations: `30 seconds`, `5 minutes`).
+ *
+ * A variable not set leaves its option to its default, as in `layer`. Fields of `overrides` win
+ * (`timeouts` field by field): what the environment cannot say, such as `tls` or the backend's
+ * limits, goes there. Effect's Config module is loaded only when this layer is built, so a
+ * server that does not read the environment never loads it.
+ *
+ * @example
+ * ```ts
+ * import * as Layer from "effect/Layer"
+ * import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
+ * import * as NodeTransport from "effect-smtp/NodeTransport"
+ * import * as SmtpServer from "effect-smtp/SmtpServer"
+ *
+ * // SMTP_SERVER_LISTEN=0.0.0.0:25 SMTP_SERVER_DOMAIN=mx.example.com node server.js
+ * const Server = SmtpServer.layerConfig({ greeting: "ESMTP ready" }).pipe(
+ *   Layer.provide(Inbox), // your Backend
+ *   Layer.provide(NodeTransport.layer)
+ * )
+ * NodeRuntime.runMain(Layer.launch(Server))
+ * ```
  */
 export const layerConfig = (
   overrides: Partial<ServerConfig.ServerOptions> = {}
 ): Layer.Layer<SmtpServer, TransportError | Config.ConfigError, Backend | Network> =>
   Layer.unwrap(Effect.flatMap(
     Effect.promise(() => import("./internal/server/Environment.ts")),
-    (env) => Effect.map(env.fromConfig(parseListenAddress), (options) => layer({ ...options, ...overrides }))
+    (env) =>
+      Effect.map(env.fromConfig(parseListenAddress), (options) =>
+        layer({ ...options, ...overrides, timeouts: { ...options.timeouts, ...overrides.timeouts } }))
   ))
 
 /** Parses `host:port`, `[v6]:port` or `unix:/path`. Throws on anything else (configuration error). */
