@@ -45,6 +45,7 @@
  *
  * @since 0.1.0
  */
+import type * as Config from "effect/Config"
 import * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
@@ -212,6 +213,58 @@ export const make = (options: MailerOptions): Effect.Effect<Mailer["Service"], n
 
 /** The Mailer as a Layer; needs a `Network` (`NodeTransport.layer`, `MemoryTransport.layer` in tests). */
 export const layer = (options: MailerOptions): Layer.Layer<Mailer, never, Network> => Layer.effect(Mailer, make(options))
+
+/**
+ * The Mailer with its options from `Config` (environment variables by default), each named
+ * SMTP_CLIENT_ and its option's path in CONSTANT_CASE, as `SmtpServer.layerConfig`'s
+ * SMTP_SERVER_:
+ *
+ * - `SMTP_CLIENT_HOST`, `SMTP_CLIENT_PORT`, or `SMTP_CLIENT_PATH` (a Unix socket);
+ * - `SMTP_CLIENT_SECURITY` (`starttls`, `opportunistic`, `implicit`, `none`),
+ *   `SMTP_CLIENT_PROTOCOL` (`smtp` or `lmtp`), `SMTP_CLIENT_LOCAL_NAME`;
+ * - `SMTP_CLIENT_AUTH_USERNAME` and `SMTP_CLIENT_AUTH_PASSWORD` (read as `Redacted`), both or
+ *   neither: password credentials, the strongest mechanism both sides know;
+ * - `SMTP_CLIENT_ALLOW_INSECURE_AUTH`, `SMTP_CLIENT_LOG_TRAFFIC` (`true` or `false`);
+ * - `SMTP_CLIENT_TIMEOUTS_CONNECT`, `_GREETING`, `_COMMAND`, `_MAIL`, `_RCPT`,
+ *   `_DATA_INITIATION`, `_DATA_BLOCK`, `_DATA_TERMINATION`, `_TLS_HANDSHAKE`, `_QUIT`
+ *   (durations: `30 seconds`, `5 minutes`);
+ * - `SMTP_CLIENT_POOL_SIZE`, `SMTP_CLIENT_POOL_MAX_MESSAGES_PER_CONNECTION`,
+ *   `SMTP_CLIENT_POOL_IDLE_TIMEOUT`;
+ * - `SMTP_CLIENT_RATE_LIMIT_MESSAGES` and `SMTP_CLIENT_RATE_LIMIT_INTERVAL`, both or neither.
+ *
+ * A variable not set leaves its option to its default, as in `layer`. Fields of `overrides` win
+ * (`timeouts` and `pool` field by field): `tls`, `retry` and other mechanisms go there. For a
+ * second Mailer with variables of its own, provide it a `ConfigProvider.nested(provider, "BULK")`:
+ * it then reads `BULK_SMTP_CLIENT_HOST` and so on. Effect's Config module is loaded only when
+ * this layer is built.
+ *
+ * @example
+ * ```ts
+ * import * as Effect from "effect/Effect"
+ * import * as Layer from "effect/Layer"
+ * import * as Mailer from "effect-smtp/Mailer"
+ * import * as NodeTransport from "effect-smtp/NodeTransport"
+ *
+ * // SMTP_CLIENT_HOST=smtp.example.com SMTP_CLIENT_AUTH_USERNAME=app SMTP_CLIENT_AUTH_PASSWORD=…
+ * const MailerLive = Mailer.layerConfig().pipe(Layer.provide(NodeTransport.layer))
+ *
+ * const program = Mailer.send({ from: "app@example.com", to: "you@example.org", body: "Subject: hi\r\n\r\nhello\r\n" })
+ *   .pipe(Effect.provide(MailerLive))
+ * ```
+ */
+export const layerConfig = (
+  overrides: MailerOptions = {}
+): Layer.Layer<Mailer, Config.ConfigError, Network> =>
+  Layer.unwrap(Effect.map(
+    Effect.flatMap(Effect.promise(() => import("./internal/client/Environment.ts")), (env) => env.fromConfig),
+    (options) =>
+      layer({
+        ...options,
+        ...overrides,
+        timeouts: { ...options.timeouts, ...overrides.timeouts },
+        pool: { ...options.pool, ...overrides.pool }
+      })
+  ))
 
 /** Sends one message with the `Mailer` in context. */
 export const send = <E = never, R = never>(

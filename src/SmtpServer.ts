@@ -24,8 +24,8 @@ import * as ServerReplies from "./internal/server/Replies.ts"
 import * as Watchdog from "./internal/server/Deadlines.ts"
 import { type Endpoint, formatEndpoint, type Listener, Network, type Transport, TransportError } from "./Transport.ts"
 
-export type { Extensions, ListenSpec, ServerOptions, XclientOptions } from "./internal/server/Config.ts"
-export { defaultExtensions } from "./internal/server/Config.ts"
+export type { Extensions, ListenSpec, ServerOptions, Timeouts, XclientOptions } from "./internal/server/Config.ts"
+export { defaultExtensions, defaultTimeouts } from "./internal/server/Config.ts"
 
 /** One bound listener, as clients see it. */
 export interface BoundListener {
@@ -90,7 +90,7 @@ export const make = Effect.fnUntraced(function*(
     Effect.gen(function*() {
       yield* shutdown.open
       for (const f of shutdownHooks) f()
-      yield* FiberSet.awaitEmpty(connections).pipe(Effect.timeoutOption(c.shutdownGrace))
+      yield* FiberSet.awaitEmpty(connections).pipe(Effect.timeoutOption(c.timeouts.shutdown))
       yield* FiberSet.clear(connections)
     })
   )
@@ -98,7 +98,7 @@ export const make = Effect.fnUntraced(function*(
   // Implicit TLS: the handshake happens before the connection reaches us, so bound it there.
   const implicitTls = c.tls === undefined
     ? undefined
-    : { ...c.tls, handshakeTimeout: c.tls.handshakeTimeout ?? Duration.toMillis(c.tlsHandshakeTimeout) }
+    : { ...c.tls, handshakeTimeout: c.tls.handshakeTimeout ?? Duration.toMillis(c.timeouts.tlsHandshake) }
   for (const spec of c.listen) {
     const l = yield* network.listen({
       endpoint: spec.endpoint,
@@ -180,18 +180,47 @@ export const layer = (options: ServerConfig.ServerOptions): Layer.Layer<SmtpServ
   Layer.effect(SmtpServer, make(options))
 
 /**
- * The server's options from `Config` (environment variables by default): SMTP_LISTEN
- * (comma-separated `host:port` or `unix:/path`), SMTP_DOMAIN, SMTP_PROTOCOL, SMTP_MAX_MESSAGE_BYTES,
- * SMTP_MAX_RECIPIENTS, SMTP_MAX_CONNECTIONS, SMTP_COMMAND_TIMEOUT. Fields of `overrides` win.
- * (Effect's Config module is loaded only when this layer is built: a server that does not read
- * its options from the environment never loads it.)
+ * The server with its options from `Config` (environment variables by default), each named
+ * SMTP_SERVER_ and its option's path in CONSTANT_CASE:
+ *
+ * - `SMTP_SERVER_LISTEN`: comma-separated `host:port`, `[v6]:port` or `unix:/path` (default
+ *   `127.0.0.1:2525`);
+ * - `SMTP_SERVER_DOMAIN`, `SMTP_SERVER_PROTOCOL` (`smtp` or `lmtp`);
+ * - `SMTP_SERVER_MAX_MESSAGE_BYTES`, `SMTP_SERVER_MAX_RECIPIENTS`, `SMTP_SERVER_MAX_CONNECTIONS`,
+ *   `SMTP_SERVER_MAX_CONNECTIONS_PER_IP`;
+ * - `SMTP_SERVER_REQUIRE_AUTH`, `SMTP_SERVER_ALLOW_INSECURE_AUTH`, `SMTP_SERVER_LOG_TRAFFIC`
+ *   (`true` or `false`);
+ * - `SMTP_SERVER_TIMEOUTS_COMMAND`, `_DATA`, `_WRITE`, `_TLS_HANDSHAKE`, `_REFUSED_SESSION`,
+ *   `_SHUTDOWN` (durations: `30 seconds`, `5 minutes`).
+ *
+ * A variable not set leaves its option to its default, as in `layer`. Fields of `overrides` win
+ * (`timeouts` field by field): what the environment cannot say, such as `tls` or the backend's
+ * limits, goes there. Effect's Config module is loaded only when this layer is built, so a
+ * server that does not read the environment never loads it.
+ *
+ * @example
+ * ```ts
+ * import * as Layer from "effect/Layer"
+ * import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
+ * import * as NodeTransport from "effect-smtp/NodeTransport"
+ * import * as SmtpServer from "effect-smtp/SmtpServer"
+ *
+ * // SMTP_SERVER_LISTEN=0.0.0.0:25 SMTP_SERVER_DOMAIN=mx.example.com node server.js
+ * const Server = SmtpServer.layerConfig({ greeting: "ESMTP ready" }).pipe(
+ *   Layer.provide(Inbox), // your Backend
+ *   Layer.provide(NodeTransport.layer)
+ * )
+ * NodeRuntime.runMain(Layer.launch(Server))
+ * ```
  */
 export const layerConfig = (
   overrides: Partial<ServerConfig.ServerOptions> = {}
 ): Layer.Layer<SmtpServer, TransportError | Config.ConfigError, Backend | Network> =>
   Layer.unwrap(Effect.flatMap(
     Effect.promise(() => import("./internal/server/Environment.ts")),
-    (env) => Effect.map(env.fromConfig(parseListenAddress), (options) => layer({ ...options, ...overrides }))
+    (env) =>
+      Effect.map(env.fromConfig(parseListenAddress), (options) =>
+        layer({ ...options, ...overrides, timeouts: { ...options.timeouts, ...overrides.timeouts } }))
   ))
 
 /** Parses `host:port`, `[v6]:port` or `unix:/path`. Throws on anything else (configuration error). */

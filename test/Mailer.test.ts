@@ -1,5 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as Clock from "effect/Clock"
+import * as ConfigProvider from "effect/ConfigProvider"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -7,15 +8,17 @@ import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as RateLimiter from "effect/persistence/RateLimiter"
 import * as Queue from "effect/Queue"
+import * as Redacted from "effect/Redacted"
 import * as Schedule from "effect/Schedule"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import { TestClock } from "effect/testing"
 import * as Mailer from "../src/Mailer.ts"
 import * as MemoryTransport from "../src/MemoryTransport.ts"
+import * as Sasl from "../src/Sasl.ts"
 import * as SmtpClient from "../src/SmtpClient.ts"
 import { SmtpError } from "../src/SmtpError.ts"
-import { Network } from "../src/Transport.ts"
+import { Network, TransportError } from "../src/Transport.ts"
 import * as Scripted from "./support/ScriptedServer.ts"
 import { countingSleeps, recordingTracer } from "./support/observe.ts"
 
@@ -348,6 +351,87 @@ describe("Mailer: the rate limit", () => {
         ))
       )
       assert.strictEqual(result.accepted[0]!.recipient, "rcpt7@example.org")
+      assert.strictEqual(server.received.length, 1)
+    }))
+})
+
+describe("Mailer.layerConfig", () => {
+  const auth = Sasl.serverMechanisms({
+    password: Sasl.passwordVerifier((user) => Effect.succeed(user === "alice" ? Redacted.make("correct horse") : undefined))
+  })
+  /** A Mailer from these variables, on the server's network. */
+  const mailerFrom = (server: Scripted.OwnServer, env: Record<string, string>, overrides: Mailer.MailerOptions = {}) => {
+    const endpoint = server.endpoint as { readonly host: string; readonly port: number }
+    const provider = ConfigProvider.fromEnvRecord({
+      SMTP_CLIENT_HOST: endpoint.host,
+      SMTP_CLIENT_PORT: String(endpoint.port),
+      SMTP_CLIENT_SECURITY: "none",
+      ...env
+    })
+    return Mailer.layerConfig(overrides).pipe(
+      Layer.provide(Layer.succeed(Network, server.network)),
+      Layer.provide(ConfigProvider.layer(provider))
+    )
+  }
+
+  it.effect("reads where to connect, the credentials and the pool; overrides join the pool field by field", () =>
+    Effect.gen(function*() {
+      const server = yield* Scripted.ownServer({ allowInsecureAuth: true, hooks: { auth } })
+      const env = {
+        SMTP_CLIENT_AUTH_USERNAME: "alice",
+        SMTP_CLIENT_AUTH_PASSWORD: "correct horse",
+        SMTP_CLIENT_ALLOW_INSECURE_AUTH: "true",
+        SMTP_CLIENT_POOL_MAX_MESSAGES_PER_CONNECTION: "2"
+      }
+      yield* Effect.forEach([1, 2, 3], (n) => Mailer.send(message(n))).pipe(
+        Effect.provide(mailerFrom(server, env, { pool: { size: 1 } }))
+      )
+      assert.strictEqual(server.received.length, 3)
+      assert.strictEqual(server.sessions().total, 2) // two messages per connection, from the environment
+      // The password really is the one used: a wrong one is refused (535, not retried).
+      const wrong = yield* Effect.exit(Mailer.send(message(4)).pipe(
+        Effect.provide(mailerFrom(server, { ...env, SMTP_CLIENT_AUTH_PASSWORD: "wrong" }))
+      ))
+      assert.strictEqual((failureOf(wrong) as SmtpError).code, 535)
+    }))
+
+  it.effect("reads the timeouts: a greeting slower than SMTP_CLIENT_TIMEOUTS_GREETING times out", () =>
+    Effect.gen(function*() {
+      const server = yield* Scripted.ownServer({ greetingDelay: "1 minute" })
+      const sending = yield* Effect.forkChild(Mailer.send(message(1)).pipe(
+        Effect.provide(mailerFrom(server, { SMTP_CLIENT_TIMEOUTS_GREETING: "10 seconds" }, { retry: false }))
+      ))
+      yield* settle
+      yield* TestClock.adjust("10 seconds")
+      const error = failureOf(yield* Fiber.await(sending))
+      assert.instanceOf(error, TransportError)
+      assert.strictEqual((error as TransportError).reason, "Timeout")
+    }))
+
+  it.effect("a user name without a password, or a bad value, fails the layer naming the variables", () =>
+    Effect.gen(function*() {
+      const server = yield* Scripted.ownServer()
+      const build = (env: Record<string, string>) =>
+        Effect.exit(Effect.scoped(Layer.build(mailerFrom(server, env)))).pipe(Effect.map(String))
+      const halfAuth = yield* build({ SMTP_CLIENT_AUTH_USERNAME: "alice" })
+      assert.include(halfAuth, "SMTP_CLIENT_AUTH_USERNAME and SMTP_CLIENT_AUTH_PASSWORD go together")
+      assert.include(yield* build({ SMTP_CLIENT_SECURITY: "tls" }), "SMTP_CLIENT_SECURITY")
+      assert.include(yield* build({ SMTP_CLIENT_POOL_SIZE: "many" }), "SMTP_CLIENT_POOL_SIZE")
+    }))
+
+  it.effect("a second Mailer reads variables of its own under ConfigProvider.nested", () =>
+    Effect.gen(function*() {
+      const server = yield* Scripted.ownServer()
+      const endpoint = server.endpoint as { readonly host: string; readonly port: number }
+      const provider = ConfigProvider.fromEnvRecord({
+        BULK_SMTP_CLIENT_HOST: endpoint.host,
+        BULK_SMTP_CLIENT_PORT: String(endpoint.port),
+        BULK_SMTP_CLIENT_SECURITY: "none"
+      })
+      yield* Mailer.send(message(1)).pipe(Effect.provide(Mailer.layerConfig().pipe(
+        Layer.provide(Layer.succeed(Network, server.network)),
+        Layer.provide(ConfigProvider.layer(ConfigProvider.nested(provider, "BULK")))
+      )))
       assert.strictEqual(server.received.length, 1)
     }))
 })

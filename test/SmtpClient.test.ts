@@ -974,7 +974,7 @@ describe("SmtpClient: LMTP", () => {
           yield* p.send("250 ok\r\n250 ok\r\n550 5.1.1 unknown\r\n250 ok\r\n354 go\r\n")
           yield* p.until("\r\n.\r\n")
           yield* p.send("250 2.0.0 <a@x.example> delivered\r\n452 4.2.2 <c@x.example> mailbox full\r\n")
-        }), { lmtp: true })
+        }), { protocol: "lmtp" })
       const result = yield* client.send({ from: "s@x.example", to: ["a@x.example", "b@x.example", "c@x.example"], body: "hi" })
       yield* Fiber.join(fiber)
       assert.deepStrictEqual(result.accepted.map((a) => [a.recipient, a.reply.text]), [["a@x.example", "<a@x.example> delivered"]])
@@ -998,7 +998,7 @@ describe("SmtpClient: LMTP", () => {
           yield* p.reply(354, "go")
           yield* p.until("\r\n.\r\n")
           yield* p.send("450 4.2.0 try later\r\n250 delivered\r\n")
-        }), { lmtp: true })
+        }), { protocol: "lmtp" })
       const wrong = failureOf(yield* Effect.exit(client.data("x")))
       assert.strictEqual((wrong as SmtpClient.SmtpClientError).reason, "Unsupported")
       yield* client.mail("s@x.example")
@@ -1120,7 +1120,7 @@ describe("SmtpClient.connect", () => {
           return Effect.fail(new TransportErrorClass({ reason: "Connect", message: "refused" }))
         })
       })
-      for (const options of [{ host: "a.example" }, { host: "b.example", security: "implicit" as const }, { host: "c.example", lmtp: true }, { host: "d.example", port: 2525 }]) {
+      for (const options of [{ host: "a.example" }, { host: "b.example", security: "implicit" as const }, { host: "c.example", protocol: "lmtp" as const }, { host: "d.example", port: 2525 }]) {
         yield* Effect.exit(Effect.scoped(SmtpClient.connect(options)).pipe(Effect.provideService(Network, recording)))
       }
       assert.deepStrictEqual(asked, ["a.example:587 tls=false", "b.example:465 tls=true", "c.example:24 tls=false", "d.example:2525 tls=false"])
@@ -1224,7 +1224,7 @@ describe("SmtpClient against the project's own server", () => {
       const result = yield* SmtpClient.sendMail({
         endpoint: server.endpoint,
         security: "none",
-        lmtp: true,
+        protocol: "lmtp",
         from: "a@example.com",
         to: ["one@example.org", "full@example.org", "two@example.org"],
         body: "hello"

@@ -221,11 +221,12 @@ const serve = (input: ServeInput) =>
         maxConnections: some(input.maxConnections),
         maxConnectionsPerIp: some(input.maxConnectionsPerIp),
         xclient: input.xclientTrusted.length > 0 ? { trusted: input.xclientTrusted } : undefined,
-        commandTimeout: readTimeout,
-        dataTimeout: readTimeout,
-        writeTimeout,
+        timeouts: {
+          ...(readTimeout === undefined ? {} : { command: readTimeout, data: readTimeout }),
+          ...(writeTimeout === undefined ? {} : { write: writeTimeout })
+        },
         bareLineEndings: input.bareLf,
-        trace: input.trace,
+        logTraffic: input.trace,
         requireAuth: input.requireAuth,
         allowInsecureAuth: input.allowInsecureAuth,
         extensions: {

@@ -135,7 +135,7 @@ const send = (input: SendInput) =>
         ...(caPem === undefined ? {} : { ca: caPem }),
         ...(input.insecure ? { rejectUnauthorized: false } : {})
       },
-      lmtp: input.lmtp,
+      protocol: input.lmtp ? "lmtp" : "smtp",
       auth,
       allowInsecureAuth: isLoopback(endpoint),
       localName: Option.getOrUndefined(input.helo),

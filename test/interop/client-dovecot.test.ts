@@ -48,7 +48,7 @@ layer(Layer.merge(Lmtp.layer, NodeTransport.layer), { excludeTestServices: true 
       const dovecot = yield* Lmtp
       const result = yield* SmtpClient.sendMail({
         path: dovecot.socket,
-        lmtp: true,
+        protocol: "lmtp",
         localName: "client.test",
         from: "client@example.org",
         to: ["bob@example.net", "full@example.net", "carol@example.net"],
@@ -73,7 +73,7 @@ layer(Layer.merge(Lmtp.layer, NodeTransport.layer), { excludeTestServices: true 
       const dovecot = yield* Lmtp
       const result = yield* SmtpClient.sendMail({
         path: dovecot.socket,
-        lmtp: true,
+        protocol: "lmtp",
         localName: "client.test",
         from: "client@example.org",
         to: ["nobody@example.net", "dave@example.net"],
@@ -88,7 +88,7 @@ layer(Layer.merge(Lmtp.layer, NodeTransport.layer), { excludeTestServices: true 
   it.effect("step by step, BDAT (Dovecot offers CHUNKING): one status per recipient, in order", () =>
     Effect.gen(function*() {
       const dovecot = yield* Lmtp
-      const client = yield* SmtpClient.connect({ path: dovecot.socket, lmtp: true, localName: "client.test" })
+      const client = yield* SmtpClient.connect({ path: dovecot.socket, protocol: "lmtp", localName: "client.test" })
       assert.strictEqual(client.extension("CHUNKING"), "")
       yield* client.mail("client@example.org")
       for (const to of ["full@example.net", "erin@example.net", "frank@example.net"]) yield* client.rcpt(to)
@@ -117,7 +117,7 @@ layer(Layer.merge(Lmtp.layer, NodeTransport.layer), { excludeTestServices: true 
       const dovecot = yield* Lmtp
       const sent = yield* Effect.result(SmtpClient.sendMail({
         path: dovecot.socket,
-        lmtp: true,
+        protocol: "lmtp",
         from: "client@example.org",
         to: "full@example.net",
         body: message

@@ -21,7 +21,7 @@ const message = (n: number) =>
   `From: client@example.org\r\nSubject: message ${n}\r\n\r\n.leading dot\r\n..two dots\r\n.\r\nlast line ${n}\r\n`
 
 /** A client on the sink's socket: plaintext (a Unix socket), EHLO client.test. */
-const connect = (sink: SmtpSink.Sink, options: { readonly lmtp?: boolean } = {}) =>
+const connect = (sink: SmtpSink.Sink, options: { readonly protocol?: "smtp" | "lmtp" } = {}) =>
   SmtpClient.connect({ path: sink.socket, security: "none", localName: "client.test", ...options })
 
 /** A live test with the real network (`NodeTransport`) provided. */
@@ -181,7 +181,7 @@ describe("effect-smtp client → smtp-sink", () => {
       const result = yield* SmtpClient.sendMail({
         path: sink.socket,
         security: "none",
-        lmtp: true,
+        protocol: "lmtp",
         localName: "client.test",
         from: "client@example.org",
         to: ["a@example.net", "b@example.net", "c@example.net"],

@@ -457,11 +457,11 @@ describe.each<Net>(["memory", "tcp"])("left open last time, over %s", (net) => {
       assert.isTrue(yield* q.closed)
     }))
 
-  test(net)("a session refused by newSession (554): that reply, 503 to anything but QUIT, closed after refusedSessionTimeout", () =>
+  test(net)("a session refused by newSession (554): that reply, 503 to anything but QUIT, closed after timeouts.refusedSession", () =>
     Effect.gen(function*() {
       const blocked = SmtpError.of(554, [5, 7, 1], "Your address is on a block list")
       const { layer, rec } = makeBackend({ newSession: () => Effect.fail(blocked) })
-      const s = yield* start({ net, backend: layer, refusedSessionTimeout: net === "memory" ? "3 seconds" : "1 second" })
+      const s = yield* start({ net, backend: layer, timeouts: { refusedSession: net === "memory" ? "3 seconds" : "1 second" } })
       const text = "EHLO c\r\nMAIL FROM:<a@b.example>\r\nDATA\r\nQUIT\r\n"
       for (const d of deliveries(text, { cutEvery: cutEvery(net) * 4 })) {
         assert.deepStrictEqual(checked(yield* said(net, s, d), d.name), ["554 5.7.1", "503 5.5.1", "503 5.5.1", "503 5.5.1", "221 2.0.0"], d.name)
@@ -477,7 +477,7 @@ describe("the wire trace", () => {
   it.live("every command and reply at Debug level: AUTH data redacted, the message as a byte count", () =>
     Effect.gen(function*() {
       const backend = makeBackend({ auth: Sasl.serverMechanisms({ password: Sasl.passwordVerifier(() => Effect.succeed(Redacted.make("s3cret"))) }) })
-      const s = yield* start({ backend: backend.layer, allowInsecureAuth: true, trace: true })
+      const s = yield* start({ backend: backend.layer, allowInsecureAuth: true, logTraffic: true })
       const p = yield* s.open()
       const plain = Buffer.from("\0user\0s3cret").toString("base64")
       yield* dialog(p, "EHLO c.example", "AUTH LOGIN", "*", `AUTH PLAIN ${plain}`)

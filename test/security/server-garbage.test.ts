@@ -115,7 +115,7 @@ describe("hostile input in memory (virtual time)", () => {
 
   it.effect("structured garbage against a server that waits before its greeting, traces everything, and has small limits", () =>
     Effect.gen(function*() {
-      const { s, rec } = yield* hostileTarget("memory", { greetingDelay: "2 seconds", trace: true, maxLineLength: 200, maxBodyLineLength: 100 })
+      const { s, rec } = yield* hostileTarget("memory", { greetingDelay: "2 seconds", logTraffic: true, maxLineLength: 200, maxBodyLineLength: 100 })
       // (No fresh connection after each case: its greeting would wait for the TestClock.)
       yield* property("server: structured garbage, greeting delay, trace", conversation, (c) =>
         Effect.gen(function*() {
@@ -134,7 +134,7 @@ describe("hostile input in memory (virtual time)", () => {
     Effect.gen(function*() {
       const { s, rec } = yield* hostileTarget("memory")
       const refusing = makeBackend({ newSession: () => Effect.fail(SmtpError.of(554, [5, 7, 1], "Not here")) })
-      const r = yield* start({ net: "memory", backend: refusing.layer, refusedSessionTimeout: "5 seconds" })
+      const r = yield* start({ net: "memory", backend: refusing.layer, timeouts: { refusedSession: "5 seconds" } })
       yield* property("server: refused sessions", conversation, (c) =>
         Effect.gen(function*() {
           const text = yield* memoryAttack(r, split(fromLatin1(c.text), c.cuts), { paced: c.paced })
@@ -180,9 +180,7 @@ describe("hostile input over TCP", () => {
   it.live("structured garbage and random bytes, many connections at once", () =>
     Effect.gen(function*() {
       const { s, rec } = yield* hostileTarget("tcp", {
-        commandTimeout: "2 seconds",
-        dataTimeout: "2 seconds",
-        tlsHandshakeTimeout: "2 seconds",
+        timeouts: { command: "2 seconds", data: "2 seconds", tlsHandshake: "2 seconds" },
         errorDelay: "10 millis"
       })
       const sockets = openSockets()
@@ -218,7 +216,7 @@ describe("hostile input at an implicit TLS listener (TCP)", () => {
     Effect.gen(function*() {
       const { s, rec } = yield* hostileTarget("tcp", {
         listen: [{ endpoint: loopback, implicitTls: true }],
-        tlsHandshakeTimeout: "1 second"
+        timeouts: { tlsHandshake: "1 second" }
       })
       const sockets = openSockets()
       const attacks = [

@@ -118,7 +118,7 @@ describe("slow senders (virtual time)", () => {
   it.effect("complete commands sent slowly are fine; only the wait for each one is bounded", () =>
     Effect.gen(function*() {
       const { layer } = makeBackend()
-      const s = yield* start({ backend: layer, commandTimeout: "30 seconds" })
+      const s = yield* start({ backend: layer, timeouts: { command: "30 seconds" } })
       const d = yield* dripper(s)
       // One NOOP every 29 s for an hour: each is answered, the connection stays.
       for (let i = 0; i < 120; i++) {
@@ -137,7 +137,7 @@ describe("slow senders (virtual time)", () => {
       const { layer } = makeBackend({
         auth: Sasl.serverMechanisms({ password: Sasl.passwordVerifier(() => Effect.succeed(Redacted.make("pass"))) })
       })
-      const s = yield* start({ backend: layer, allowInsecureAuth: true, commandTimeout: "1 minute" })
+      const s = yield* start({ backend: layer, allowInsecureAuth: true, timeouts: { command: "1 minute" } })
       const d = yield* dripper(s)
       yield* d.write("EHLO c\r\nAUTH LOGIN\r\n")
       assert.include(d.said(), "334 ")
@@ -152,7 +152,7 @@ describe("slow senders (virtual time)", () => {
         "EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\n" + (kind === "DATA" ? "DATA\r\n" : "BDAT 30000000 LAST\r\n")
       )
 
-    it.effect("dripped a byte at a time is cut off about dataTimeout after it started", () =>
+    it.effect("dripped a byte at a time is cut off about timeouts.data after it started", () =>
       Effect.gen(function*() {
         const { layer, rec } = makeBackend()
         const s = yield* start({ backend: layer })
@@ -172,7 +172,7 @@ describe("slow senders (virtual time)", () => {
     it.effect("sent below minDataRate is cut off once the deadline catches up; at the rate it never is", () =>
       Effect.gen(function*() {
         const { layer, rec } = makeBackend()
-        const s = yield* start({ backend: layer, dataTimeout: "1 minute", minDataRate: 1000 })
+        const s = yield* start({ backend: layer, timeouts: { data: "1 minute" }, minDataRate: 1000 })
         yield* property(`slow: ${kind} rate`, fc.integer({ min: 0, max: 900 }), (rate) =>
           Effect.scoped(Effect.gen(function*() {
             const d = yield* dripper(s)
@@ -208,7 +208,7 @@ describe("slow senders (virtual time)", () => {
   it.effect("slow senders holding every connection slot are cut off, and the slots come back", () =>
     Effect.gen(function*() {
       const { layer } = makeBackend()
-      const s = yield* start({ backend: layer, maxConnections: 5, commandTimeout: "1 minute" })
+      const s = yield* start({ backend: layer, maxConnections: 5, timeouts: { command: "1 minute" } })
       const slow = yield* Effect.forEach(Array.from({ length: 5 }), () => dripper(s))
       for (const d of slow) yield* d.write("NOOP ")
       const refused = yield* dripper(s)

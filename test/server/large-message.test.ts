@@ -28,7 +28,7 @@ const transfer = (mode: "DATA" | "BDAT", total: number) =>
     const { layer } = makeBackend({
       data: (body) => Stream.runForEach(body, (chunk) => Effect.sync(() => void (received += chunk.length)))
     })
-    const s = yield* start({ net: "tcp", backend: layer, maxMessageBytes: total + MiB, dataTimeout: "2 minutes" })
+    const s = yield* start({ net: "tcp", backend: layer, maxMessageBytes: total + MiB, timeouts: { data: "2 minutes" } })
     const endpoint = s.endpoint
     if (endpoint._tag !== "Tcp") return yield* Effect.die("expected TCP")
     const socket = net.connect({ host: endpoint.host, port: endpoint.port })

@@ -89,7 +89,7 @@ describe.each<Net>(["memory", "tcp"])("robustness over %s", (network) => {
   it.live("a read timeout still delivers the replies queued before it (an acknowledged message)", () =>
     Effect.gen(function*() {
       const { layer, rec } = makeBackend()
-      const s = yield* start({ net: network, backend: layer, commandTimeout: "300 millis", dataTimeout: "300 millis" })
+      const s = yield* start({ net: network, backend: layer, timeouts: { command: "300 millis", data: "300 millis" } })
       const p = yield* s.open()
       // The empty message is stored; the next BDAT's byte never comes.
       yield* p.write("EHLO c.example\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nBDAT 0 LAST\r\nBDAT 1\r\n")
@@ -124,7 +124,7 @@ describe.each<Net>(["memory", "tcp"])("robustness over %s", (network) => {
         data: (body) =>
           body.pipe(Stream.runForEach(() => Effect.sleep("150 millis")), Effect.tap(() => Effect.sync(() => void rec.events.push("stored"))))
       })
-      const s = yield* start({ net: network, backend: layer, dataTimeout: "500 millis" })
+      const s = yield* start({ net: network, backend: layer, timeouts: { data: "500 millis" } })
       const p = yield* s.open()
       yield* envelope(p)
       yield* dialog(p, "DATA")
@@ -277,7 +277,7 @@ describe("closing over real TCP", () => {
 
   it.live("an implicit-TLS client that never sends its ClientHello is dropped after the handshake timeout", () =>
     Effect.gen(function*() {
-      const port = yield* implicitTlsPort({ tlsHandshakeTimeout: "300 millis" })
+      const port = yield* implicitTlsPort({ timeouts: { tlsHandshake: "300 millis" } })
       const started = Date.now()
       yield* Effect.promise(() =>
         new Promise<void>((resolve) => {

@@ -103,13 +103,13 @@ describe("shutdown", () => {
       assert.strictEqual(yield* s.server.activeConnections, 0)
     }))
 
-  it.effect("shutdownGrace overrides it; a backend stuck in data is interrupted and its finalizer runs", () =>
+  it.effect("timeouts.shutdown overrides it; a backend stuck in data is interrupted and its finalizer runs", () =>
     Effect.gen(function*() {
       const never = yield* Deferred.make<void>()
       const { layer, rec } = makeBackend({
         data: (body) => Stream.runDrain(Stream.take(body, 1)).pipe(Effect.andThen(Deferred.await(never)))
       })
-      const s = yield* start({ backend: layer, shutdownGrace: "5 seconds" })
+      const s = yield* start({ backend: layer, timeouts: { shutdown: "5 seconds" } })
       const p = yield* s.open()
       yield* envelope(p)
       assert.deepStrictEqual(yield* dialog(p, "DATA"), ["354"])
@@ -128,7 +128,7 @@ describe("shutdown", () => {
   it.effect("a peer that reads nothing cannot hold the shutdown: the 421 is given up after 5 s", () =>
     Effect.gen(function*() {
       const { layer, rec } = makeBackend()
-      const s = yield* start({ backend: layer, shutdownGrace: "1 second" })
+      const s = yield* start({ backend: layer, timeouts: { shutdown: "1 second" } })
       const p = yield* s.open()
       yield* envelope(p)
       yield* s.tap.writeGate.close

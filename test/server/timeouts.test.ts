@@ -37,7 +37,7 @@ describe("timeouts", () => {
   it.effect("a partial line does not extend the command timeout", () =>
     Effect.gen(function*() {
       const { layer } = makeBackend()
-      const s = yield* start({ backend: layer, commandTimeout: "30 seconds" })
+      const s = yield* start({ backend: layer, timeouts: { command: "30 seconds" } })
       const p = yield* s.open()
       yield* settle
       yield* TestClock.adjust("20 seconds")
@@ -54,7 +54,7 @@ describe("timeouts", () => {
   it.effect("the command timeout also bounds an unanswered SASL challenge", () =>
     Effect.gen(function*() {
       const { layer } = makeBackend({ auth: Sasl.serverMechanisms({ password: () => Effect.succeed({ identity: "x" }) }) })
-      const s = yield* start({ backend: layer, commandTimeout: "30 seconds", allowInsecureAuth: true })
+      const s = yield* start({ backend: layer, timeouts: { command: "30 seconds" }, allowInsecureAuth: true })
       const p = yield* s.open()
       yield* p.command("EHLO c")
       assert.strictEqual(show(yield* p.command("AUTH LOGIN")), "334")
@@ -86,10 +86,10 @@ describe("timeouts", () => {
       assert.strictEqual(rec.failedBodies.length, 1)
     }))
 
-  it.effect("progress cannot push the body deadline more than dataTimeout ahead of now", () =>
+  it.effect("progress cannot push the body deadline more than timeouts.data ahead of now", () =>
     Effect.gen(function*() {
       const { layer } = makeBackend()
-      const s = yield* start({ backend: layer, dataTimeout: "10 seconds", minDataRate: 1 })
+      const s = yield* start({ backend: layer, timeouts: { data: "10 seconds" }, minDataRate: 1 })
       const p = yield* s.open()
       yield* envelope(p)
       assert.strictEqual(show(yield* p.command("DATA")), "354")
@@ -114,7 +114,7 @@ describe("timeouts", () => {
   it.effect("a BDAT chunk has the same deadline", () =>
     Effect.gen(function*() {
       const { layer } = makeBackend()
-      const s = yield* start({ backend: layer, dataTimeout: "10 seconds", minDataRate: 1024 })
+      const s = yield* start({ backend: layer, timeouts: { data: "10 seconds" }, minDataRate: 1024 })
       const p = yield* s.open()
       yield* envelope(p)
       yield* p.write("BDAT 100000 LAST\r\n")
@@ -148,10 +148,10 @@ describe("timeouts", () => {
       yield* eventually(() => Effect.runSync(s.server.activeConnections) === 0)
     }))
 
-  it.effect("tlsHandshakeTimeout overrides it", () =>
+  it.effect("timeouts.tlsHandshake overrides it", () =>
     Effect.gen(function*() {
       const { layer } = makeBackend()
-      const s = yield* start({ backend: layer, tls: { key: certs.server.key, cert: certs.server.cert }, tlsHandshakeTimeout: "5 seconds" })
+      const s = yield* start({ backend: layer, tls: { key: certs.server.key, cert: certs.server.cert }, timeouts: { tlsHandshake: "5 seconds" } })
       const p = yield* s.open()
       assert.strictEqual(show(yield* p.command("STARTTLS")), "220 2.0.0")
       yield* settle

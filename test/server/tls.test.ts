@@ -138,10 +138,10 @@ describe("failed handshakes", () => {
       assert.isTrue(s.logs.some((l) => l.level === "INFO" && JSON.stringify(l.message).includes("STARTTLS handshake failed")))
     }))
 
-  it.live("TCP: a client that never starts its handshake is closed after tlsHandshakeTimeout", () =>
+  it.live("TCP: a client that never starts its handshake is closed after timeouts.tlsHandshake", () =>
     Effect.gen(function*() {
       const { layer, rec } = makeBackend()
-      const s = yield* start({ net: "tcp", backend: layer, tls, tlsHandshakeTimeout: "300 millis" })
+      const s = yield* start({ net: "tcp", backend: layer, tls, timeouts: { tlsHandshake: "300 millis" } })
       const p = yield* s.open()
       assert.strictEqual(show(yield* p.command("STARTTLS")), "220 2.0.0")
       const since = Date.now()

@@ -306,7 +306,7 @@ export const ownServer = (
     })
     const server = SmtpServer.layer({
       listen: [{ endpoint: { _tag: "Tcp", host: "127.0.0.1", port: 0 } }],
-      shutdownGrace: 0,
+      timeouts: { shutdown: 0 },
       ...serverOptions
     }).pipe(
       Layer.provide(Layer.succeed(Backend, backend)),

@@ -70,8 +70,8 @@ export interface ClientOptions {
    * The server certificate is verified unless `rejectUnauthorized: false` is given.
    */
   readonly tls?: TlsClientOptions | undefined
-  /** Speak LMTP (RFC 2033): LHLO, and one reply per recipient after the message. Default false. */
-  readonly lmtp?: boolean | undefined
+  /** `"lmtp"` speaks LMTP (RFC 2033): LHLO, and one reply per recipient after the message. Default `"smtp"`. */
+  readonly protocol?: "smtp" | "lmtp" | undefined
   /** Authenticate once the connection is set up (after STARTTLS). */
   readonly auth?: AuthInput | undefined
   /** Allow PLAIN, LOGIN and bearer tokens over a connection without TLS. Default false. */
@@ -102,7 +102,7 @@ export interface ResolvedClientConfig {
   readonly localName: string
   readonly security: Security
   readonly tls: TlsClientOptions
-  readonly lmtp: boolean
+  readonly protocol: "smtp" | "lmtp"
   readonly auth: AuthInput | undefined
   readonly allowInsecureAuth: boolean
   readonly timeouts: ResolvedTimeouts
@@ -129,7 +129,7 @@ export const resolve = (o: ClientOptions, defaultSecurity: Security): ResolvedCl
   localName: o.localName ?? "localhost",
   security: o.security ?? defaultSecurity,
   tls: o.tls ?? {},
-  lmtp: o.lmtp ?? false,
+  protocol: o.protocol ?? "smtp",
   auth: o.auth,
   allowInsecureAuth: o.allowInsecureAuth ?? false,
   timeouts: resolveTimeouts(o.timeouts),
@@ -163,6 +163,6 @@ export const checkAuth = (auth: AuthInput | undefined): Result.Result<void, Smtp
 export const endpointOf = (o: ConnectOptions): Endpoint => {
   if (o.endpoint !== undefined) return o.endpoint
   if (o.path !== undefined) return { _tag: "Unix", path: o.path }
-  const port = o.port ?? (o.security === "implicit" ? 465 : o.lmtp === true ? 24 : 587)
+  const port = o.port ?? (o.security === "implicit" ? 465 : o.protocol === "lmtp" ? 24 : 587)
   return { _tag: "Tcp", host: o.host ?? "localhost", port }
 }

@@ -33,7 +33,8 @@ export { DEFAULT_CHUNK_SIZE } from "./Transaction.ts"
 export interface SmtpClient {
   /** The server's 220 greeting. */
   readonly greeting: Reply
-  readonly lmtp: boolean
+  /** "lmtp" for an LMTP client (LHLO, and `lmtpData` rather than `data` or `bdat`). */
+  readonly protocol: "smtp" | "lmtp"
   /** EHLO keywords (upper case) and their parameters, from the latest hello. Empty after HELO. */
   readonly extensions: () => ReadonlyMap<string, string>
   /** The parameters of an EHLO keyword ("" when it has none); `undefined` when not offered. */
@@ -210,7 +211,7 @@ export const make = (
     const extensions = () => s.extensions
     const client: PooledClient = {
       greeting,
-      lmtp: config.lmtp,
+      protocol: config.protocol,
       extensions,
       extension: (name) => s.extensions.get(name.toUpperCase()),
       maxMessageSize: () => Envelope.maxMessageSize(s.extensions),

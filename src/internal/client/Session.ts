@@ -90,7 +90,7 @@ export class Session {
     this.wire = wire
     this.config = config
     this.t = config.timeouts
-    this.lmtp = config.lmtp
+    this.lmtp = config.protocol === "lmtp"
     this.localName = config.localName
   }
 

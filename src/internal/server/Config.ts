@@ -60,6 +60,41 @@ export interface Extensions {
   readonly limits: boolean
 }
 
+/**
+ * How long each step may take. A timeout that runs out closes the connection (`421 4.4.2`
+ * where a reply can still go out).
+ */
+export interface Timeouts {
+  /** Receiving a whole command line; partial lines do not extend it. Default 5 minutes. */
+  readonly command: Duration.Input
+  /** A message body without progress; see `minDataRate`. Default 5 minutes. */
+  readonly data: Duration.Input
+  /** One write to be taken by the peer. Default 1 minute. */
+  readonly write: Duration.Input
+  /** A TLS handshake, STARTTLS or implicit TLS. Default 60 seconds. */
+  readonly tlsHandshake: Duration.Input
+  /**
+   * A session the backend refused (`newSession` failed with a reply other than 421) gets that
+   * reply, then 503 to every command until QUIT (RFC 5321 3.1), for at most this long per
+   * command. Default 10 seconds.
+   */
+  readonly refusedSession: Duration.Input
+  /** On shutdown, how long transactions in progress may go on before 421. Default 30 seconds. */
+  readonly shutdown: Duration.Input
+}
+
+/** The server's timeouts when none are given. */
+export const defaultTimeouts: Timeouts = {
+  command: "5 minutes",
+  data: "5 minutes",
+  write: "1 minute",
+  tlsHandshake: "60 seconds",
+  refusedSession: "10 seconds",
+  shutdown: "30 seconds"
+}
+
+export type ResolvedTimeouts = { readonly [K in keyof Timeouts]: Duration.Duration }
+
 export interface ServerOptions {
   readonly listen: ReadonlyArray<ListenSpec>
   /** The server's name in the greeting and replies. Default "localhost". */
@@ -122,28 +157,15 @@ export interface ServerOptions {
    * listeners. Default 0 (no wait: the greeting goes out at once, and nothing is checked).
    */
   readonly greetingDelay?: Duration.Input | undefined
-  /** Time to receive a whole command line; partial lines do not extend it. Default 5 minutes. */
-  readonly commandTimeout?: Duration.Input | undefined
-  /** Time a message body may go without progress; see `minDataRate`. Default 5 minutes. */
-  readonly dataTimeout?: Duration.Input | undefined
+  /** How long each step may take; each one given replaces its default. */
+  readonly timeouts?: Partial<Timeouts> | undefined
   /** Bytes per second that keep a body's deadline from shrinking (slow-drip protection). Default 1024. */
   readonly minDataRate?: number | undefined
-  /** Time for one write to be taken by the peer. Default 1 minute. */
-  readonly writeTimeout?: Duration.Input | undefined
-  readonly tlsHandshakeTimeout?: Duration.Input | undefined
-  /** On shutdown, how long transactions in progress may go on before 421. Default 30 seconds. */
-  readonly shutdownGrace?: Duration.Input | undefined
-  /**
-   * A session the backend refused (`newSession` failed with a reply other than 421) gets that
-   * reply, then 503 to every command until QUIT (RFC 5321 3.1), for at most this long per
-   * command. Default 10 seconds.
-   */
-  readonly refusedSessionTimeout?: Duration.Input | undefined
   /**
    * Log every command and reply at Debug level (annotation `smtp`: "C" or "S"), AUTH data
    * redacted and message content as a byte count. Default false.
    */
-  readonly trace?: boolean | undefined
+  readonly logTraffic?: boolean | undefined
   /** Bare CR or LF inside DATA. Default "reject" (550 5.5.2): SMTP smuggling cannot work. */
   readonly bareLineEndings?: BareLineEndingPolicy | undefined
   /** Offer AUTH over plaintext connections. Default false. */
@@ -190,14 +212,9 @@ export interface ResolvedConfig {
   readonly forbiddenCommands: ReadonlySet<string>
   readonly forbidUnauthorizedPipelining: boolean
   readonly greetingDelay: Duration.Duration
-  readonly commandTimeout: Duration.Duration
-  readonly dataTimeout: Duration.Duration
+  readonly timeouts: ResolvedTimeouts
   readonly minDataRate: number
-  readonly writeTimeout: Duration.Duration
-  readonly tlsHandshakeTimeout: Duration.Duration
-  readonly shutdownGrace: Duration.Duration
-  readonly refusedSessionTimeout: Duration.Duration
-  readonly trace: boolean
+  readonly logTraffic: boolean
   readonly bareLineEndings: BareLineEndingPolicy
   readonly allowInsecureAuth: boolean
   readonly requireAuth: boolean
@@ -240,6 +257,15 @@ const defaultForbiddenCommands: ReadonlyArray<string> = [
 
 const MiB = 1024 * 1024
 
+const resolveTimeouts = (t: Partial<Timeouts> | undefined): ResolvedTimeouts => ({
+  command: duration(t?.command, defaultTimeouts.command),
+  data: duration(t?.data, defaultTimeouts.data),
+  write: duration(t?.write, defaultTimeouts.write),
+  tlsHandshake: duration(t?.tlsHandshake, defaultTimeouts.tlsHandshake),
+  refusedSession: duration(t?.refusedSession, defaultTimeouts.refusedSession),
+  shutdown: duration(t?.shutdown, defaultTimeouts.shutdown)
+})
+
 /** Fills in the defaults. Throws on an `xclient.trusted` entry that is not an address or network. */
 export const resolve = (o: ServerOptions): ResolvedConfig => ({
   listen: o.listen,
@@ -263,14 +289,9 @@ export const resolve = (o: ServerOptions): ResolvedConfig => ({
   forbiddenCommands: new Set((o.forbiddenCommands ?? defaultForbiddenCommands).map((v) => v.toUpperCase())),
   forbidUnauthorizedPipelining: o.forbidUnauthorizedPipelining ?? true,
   greetingDelay: duration(o.greetingDelay, 0),
-  commandTimeout: duration(o.commandTimeout, "5 minutes"),
-  dataTimeout: duration(o.dataTimeout, "5 minutes"),
+  timeouts: resolveTimeouts(o.timeouts),
   minDataRate: o.minDataRate ?? 1024,
-  writeTimeout: duration(o.writeTimeout, "1 minute"),
-  tlsHandshakeTimeout: duration(o.tlsHandshakeTimeout, "60 seconds"),
-  shutdownGrace: duration(o.shutdownGrace, "30 seconds"),
-  refusedSessionTimeout: duration(o.refusedSessionTimeout, "10 seconds"),
-  trace: o.trace ?? false,
+  logTraffic: o.logTraffic ?? false,
   bareLineEndings: o.bareLineEndings ?? "reject",
   allowInsecureAuth: o.allowInsecureAuth ?? false,
   requireAuth: o.requireAuth ?? false,
@@ -294,7 +315,7 @@ export const connectionSettings = (c: ResolvedConfig) => {
   if (s === undefined) {
     const ext = c.extensions
     s = {
-      bodyDeadline: { idle: c.dataTimeout, minBytesPerSecond: c.minDataRate },
+      bodyDeadline: { idle: c.timeouts.data, minBytesPerSecond: c.minDataRate },
       mailEnabled: {
         size: c.maxMessageBytes > 0,
         eightBitMime: ext.eightBitMime,

@@ -138,8 +138,8 @@ export class Conversation {
     const c = ctx.config
     this.c = c
     this.r = ctx.replies
-    this.commandTimeout = c.commandTimeout
-    this.trace = c.trace ? [] : undefined
+    this.commandTimeout = c.timeouts.command
+    this.trace = c.logTraffic ? [] : undefined
     this.lmtp = c.protocol === "lmtp"
     this.reader = LineReader.make(transport, {
       maxLineLength: Math.max(c.maxLineLength, AUTH_LINE_LENGTH),
@@ -228,7 +228,7 @@ export class Conversation {
   write(out: string): Effect.Effect<void, TransportError> | undefined {
     const written = this.transport.writeUnsafe(out)
     if (Exit.isExit(written)) return Exit.isSuccess(written) ? undefined : written
-    this.watchdog.arm(this.c.writeTimeout, this.expireWrite)
+    this.watchdog.arm(this.c.timeouts.write, this.expireWrite)
     return Effect.map(written, this.disarmWrite)
   }
 
@@ -403,7 +403,7 @@ export class Conversation {
         if (reader.buffered() >= c.maxLineLength && !reader.bufferedStartsWith("AUTH ")) {
           return Effect.fail(new Close(this.r.lineTooLong))
         }
-        // A whole command line within commandTimeout: the deadline is set once per line, so a
+        // A whole command line within timeouts.command: the deadline is set once per line, so a
         // peer dripping a partial line does not extend it.
         if (!this.lineDeadline) {
           this.lineDeadline = true
@@ -494,7 +494,7 @@ export class Conversation {
   /** A session refused by the backend: its reply instead of the greeting, then only QUIT. */
   refuse(wire: string) {
     this.refusal = wire
-    this.commandTimeout = this.c.refusedSessionTimeout
+    this.commandTimeout = this.c.timeouts.refusedSession
   }
 
   /** The greeting, then the conversation. */

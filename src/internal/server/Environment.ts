@@ -1,26 +1,36 @@
-/** The server options `SmtpServer.layerConfig` reads from `Config`, with their defaults. */
+/**
+ * The server options `SmtpServer.layerConfig` reads from `Config`: SMTP_SERVER_ and the option's
+ * path in CONSTANT_CASE. Only SMTP_SERVER_LISTEN has a default of its own (127.0.0.1:2525), as
+ * `listen` has none; every variable not set leaves its option to `SmtpServer.layer`'s default.
+ */
 import * as Config from "effect/Config"
-import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import { type Endpoint, TransportError } from "../../Transport.ts"
-import type { ServerOptions } from "./Config.ts"
+import { optional, timeouts } from "../env.ts"
+import { defaultTimeouts, type ServerOptions, type Timeouts } from "./Config.ts"
+
+const PREFIX = "SMTP_SERVER_"
 
 export const fromConfig = (
   parseListenAddress: (text: string) => Endpoint
 ): Effect.Effect<ServerOptions, TransportError | Config.ConfigError> =>
   Effect.gen(function*() {
     const env = yield* Config.all({
-      listen: Config.String("SMTP_LISTEN").pipe(Config.withDefault("127.0.0.1:2525")),
-      domain: Config.String("SMTP_DOMAIN").pipe(Config.withDefault("localhost")),
-      protocol: Config.Literals(["smtp", "lmtp"], "SMTP_PROTOCOL").pipe(Config.withDefault("smtp" as const)),
-      maxMessageBytes: Config.Int("SMTP_MAX_MESSAGE_BYTES").pipe(Config.withDefault(32 * 1024 * 1024)),
-      maxRecipients: Config.Int("SMTP_MAX_RECIPIENTS").pipe(Config.withDefault(1000)),
-      maxConnections: Config.Int("SMTP_MAX_CONNECTIONS").pipe(Config.withDefault(1000)),
-      commandTimeout: Config.Duration("SMTP_COMMAND_TIMEOUT").pipe(Config.withDefault(Duration.minutes(5)))
+      listen: Config.String(`${PREFIX}LISTEN`).pipe(Config.withDefault("127.0.0.1:2525")),
+      domain: optional(Config.String(`${PREFIX}DOMAIN`)),
+      protocol: optional(Config.Literals(["smtp", "lmtp"], `${PREFIX}PROTOCOL`)),
+      maxMessageBytes: optional(Config.Int(`${PREFIX}MAX_MESSAGE_BYTES`)),
+      maxRecipients: optional(Config.Int(`${PREFIX}MAX_RECIPIENTS`)),
+      maxConnections: optional(Config.Int(`${PREFIX}MAX_CONNECTIONS`)),
+      maxConnectionsPerIp: optional(Config.Int(`${PREFIX}MAX_CONNECTIONS_PER_IP`)),
+      requireAuth: optional(Config.Boolean(`${PREFIX}REQUIRE_AUTH`)),
+      allowInsecureAuth: optional(Config.Boolean(`${PREFIX}ALLOW_INSECURE_AUTH`)),
+      logTraffic: optional(Config.Boolean(`${PREFIX}LOG_TRAFFIC`)),
+      timeouts: timeouts(PREFIX, Object.keys(defaultTimeouts) as ReadonlyArray<keyof Timeouts>)
     })
     const listen = yield* Effect.try({
       try: () => env.listen.split(",").map((s) => s.trim()).filter((s) => s !== "").map(parseListenAddress),
-      catch: (e) => new TransportError({ reason: "Listen", message: `SMTP_LISTEN: ${(e as Error).message}` })
+      catch: (e) => new TransportError({ reason: "Listen", message: `${PREFIX}LISTEN: ${(e as Error).message}` })
     })
     return { ...env, listen: listen.map((endpoint) => ({ endpoint })) }
   })

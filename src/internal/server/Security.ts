@@ -46,7 +46,7 @@ export function startTls(self: Conversation): Step {
     if (dropped > 0) yield* Effect.logWarning(`discarded ${dropped} plaintext bytes pipelined after STARTTLS`)
     const upgraded = yield* Effect.exit(
       self.transport.upgradeTls({ role: "server", tls: tlsOptions }).pipe(Effect.timeoutOrElse({
-        duration: c.tlsHandshakeTimeout,
+        duration: c.timeouts.tlsHandshake,
         orElse: () => Effect.fail(timeoutError("TLS handshake timed out"))
       }))
     )
