@@ -13,9 +13,11 @@ import * as Result from "effect/Result"
 import * as Schema from "effect/Schema"
 import { SmtpError } from "./SmtpError.ts"
 
-/** RFC 5321 4.5.3.1: size limits, in octets (UTF-8 octets for internationalised addresses). */
+/** RFC 5321 4.5.3.1: the longest local part, in octets (UTF-8 octets for internationalised addresses). */
 export const MAX_LOCAL_PART = 64
+/** RFC 5321 4.5.3.1: the longest domain, in octets. */
 export const MAX_DOMAIN = 255
+/** RFC 1035 2.3.4: the longest label of a domain, in octets. */
 export const MAX_LABEL = 63
 /** A path is at most 256 octets with its angle brackets, so the mailbox is at most 254. */
 export const MAX_PATH = 256
@@ -300,8 +302,12 @@ export const Mailbox = Address.check(
 )
 
 /** A failure to parse an address, with a reason fit for a reply text. */
-export class AddressError extends Data.TaggedError("AddressError")<{ readonly message: string }> {}
+export class AddressError extends Data.TaggedError("AddressError")<{
+  /** What is wrong with the address, e.g. "domain label longer than 63 octets". */
+  readonly message: string
+}> {}
 
+/** How `parse`, `parseReversePath` and `parseForwardPath` read an address. */
 export interface ParseOptions {
   /** Accept non-ASCII local parts and U-labels: SMTPUTF8 is in effect (RFC 6531). Default false. */
   readonly utf8?: boolean | undefined
@@ -361,7 +367,9 @@ export type PathKind = "sender" | "recipient"
 
 /** A path read from a command line: the address (`null` for `<>`) and the index just after it. */
 export interface PathScan {
+  /** The address, `null` for the null path `<>`. */
   readonly address: Address | null
+  /** The index in the text just after the path (after its `>`). */
   readonly end: number
 }
 

@@ -21,6 +21,7 @@ import type { Endpoint, TlsState, TransportError } from "./Transport.ts"
 export interface ConnectionInfo {
   /** Unique within this server process. */
   readonly id: string
+  /** What the server speaks: its `protocol` option. */
   readonly protocol: "smtp" | "lmtp"
   /**
    * The address the client connected to: behind a PROXY protocol listener the one at the
@@ -57,13 +58,15 @@ export interface XclientAttributes {
   readonly addr?: string | undefined
   /** Its TCP port, or `[UNAVAILABLE]`. */
   readonly port?: string | undefined
+  /** Whether it greeted with HELO (`SMTP`) or EHLO (`ESMTP`). */
   readonly proto?: "SMTP" | "ESMTP" | undefined
   /** Its HELO name, or `[UNAVAILABLE]`. */
   readonly helo?: string | undefined
   /** The SASL login name it authenticated with, or `[UNAVAILABLE]` (none). */
   readonly login?: string | undefined
-  /** The address and port it connected to. */
+  /** The address it connected to. */
   readonly destaddr?: string | undefined
+  /** The port it connected to. */
   readonly destport?: string | undefined
 }
 
@@ -113,12 +116,37 @@ export interface Session {
 }
 
 /**
- * The application's side of the server. `newSession` runs in the connection's scope: its
- * finalizers run when the connection ends, however it ends (go-smtp's Logout). Failing with an
- * `SmtpError` refuses the session: that reply replaces the greeting, and the server then waits
- * for QUIT, answering 503 to anything else (RFC 5321 3.1), unless the code is 421 (it closes at
- * once). Any other failure is 421 4.3.0, logged.
+ * The application's side of the server: provide it as a Layer to `SmtpServer.layer`.
+ *
+ * @example
+ * ```ts
+ * import * as Effect from "effect/Effect"
+ * import * as Layer from "effect/Layer"
+ * import * as Stream from "effect/Stream"
+ * import { Backend } from "effect-smtp/Backend"
+ * import * as SmtpError from "effect-smtp/SmtpError"
+ *
+ * // Accepts mail for example.com and counts the bytes of each message.
+ * const Inbox = Layer.succeed(Backend, Backend.of({
+ *   newSession: (connection) =>
+ *     Effect.succeed({
+ *       mail: (from) => Effect.logInfo(`MAIL FROM ${from ?? "<>"} via ${connection.helo()}`),
+ *       rcpt: (to) => to.endsWith("@example.com") ? Effect.void : Effect.fail(SmtpError.mailboxUnavailable),
+ *       data: (body) => Stream.runFold(body, () => 0, (n, chunk) => n + chunk.length).pipe(
+ *         Effect.flatMap((bytes) => Effect.logInfo(`received ${bytes} bytes`))
+ *       ),
+ *       reset: Effect.void
+ *     })
+ * }))
+ * ```
  */
 export class Backend extends Context.Service<Backend, {
+  /**
+   * Opens the session of a new connection. It runs in the connection's scope: its finalizers
+   * run when the connection ends, however it ends (go-smtp's Logout). Failing with an
+   * `SmtpError` refuses the session: that reply replaces the greeting, and the server then
+   * waits for QUIT, answering 503 to anything else (RFC 5321 3.1), unless the code is 421 (it
+   * closes at once). Any other failure is 421 4.3.0, logged.
+   */
   readonly newSession: (connection: ConnectionInfo) => Effect.Effect<Session, unknown, Scope.Scope>
 }>()("effect-smtp/Backend") {}

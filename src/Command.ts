@@ -108,10 +108,12 @@ export const Parameter = Schema.String.check(
   Schema.makeFilter((s: string) => isParameter(s) || "expected an ESMTP parameter KEYWORD[=VALUE]")
 )
 
+/** A SASL mechanism name (RFC 4422): 1 to 20 of A-Z, 0-9, "-", "_". */
 export const Mechanism = Schema.String.check(
   Schema.makeFilter((s: string) => isMechanism(s) || "expected a SASL mechanism name")
 )
 
+/** AUTH's initial response: base64, or "=" for an empty one (RFC 4954 4). */
 export const InitialResponse = Schema.String.check(
   Schema.makeFilter((s: string) => isInitialResponse(s) || "expected base64 or \"=\"")
 )
@@ -122,49 +124,125 @@ const UnknownVerb = Schema.String.check(
 
 const UnknownArgument = Schema.String.check(Schema.makeFilter((s: string) => isText(s) || "expected text"))
 
+/**
+ * Every command, as a tagged union: `{ _tag: "Mail", from, params }` and so on. `Command.cases`
+ * holds each case's schema, `Command.match` matches on the tag.
+ *
+ * @example
+ * ```ts
+ * import * as Address from "effect-smtp/Address"
+ * import * as Command from "effect-smtp/Command"
+ *
+ * const parsed = Command.parse("MAIL FROM:<a@example.com> SIZE=1000")
+ * // Result.succeed({ _tag: "Mail", from: "a@example.com", params: ["SIZE=1000"] })
+ * Command.format({ _tag: "Rcpt", to: Address.make("b@example.org"), params: [] }) // "RCPT TO:<b@example.org>"
+ * ```
+ */
 export const Command = Schema.TaggedUnion({
-  Helo: { domain: HeloDomain },
-  Ehlo: { domain: HeloDomain },
-  Lhlo: { domain: HeloDomain },
-  /** `from` is `null` for the null reverse-path `<>`. */
-  Mail: { from: Schema.NullOr(Address.Mailbox), params: Schema.Array(Parameter) },
-  Rcpt: { to: Address.Address, params: Schema.Array(Parameter) },
+  Helo: {
+    /** The client's name, as sent. */
+    domain: HeloDomain
+  },
+  Ehlo: {
+    /** The client's name, as sent. */
+    domain: HeloDomain
+  },
+  Lhlo: {
+    /** The client's name, as sent. */
+    domain: HeloDomain
+  },
+  Mail: {
+    /** The reverse-path; `null` for the null path `<>`. */
+    from: Schema.NullOr(Address.Mailbox),
+    /** The ESMTP parameters, `KEYWORD[=VALUE]` each, as sent (see `MailOptions.parseMailParameters`). */
+    params: Schema.Array(Parameter)
+  },
+  Rcpt: {
+    /** The forward-path. */
+    to: Address.Address,
+    /** The ESMTP parameters, as sent (see `MailOptions.parseRcptParameters`). */
+    params: Schema.Array(Parameter)
+  },
   Data: {},
-  Bdat: { size: Schema.Int.check(Schema.isGreaterThanOrEqualTo(0)), last: Schema.Boolean },
+  Bdat: {
+    /** The chunk's size in octets. */
+    size: Schema.Int.check(Schema.isGreaterThanOrEqualTo(0)),
+    /** Whether it is the last chunk (`BDAT n LAST`). */
+    last: Schema.Boolean
+  },
   Rset: {},
-  Noop: { arg: Schema.optionalKey(Argument) },
+  Noop: {
+    /** Text after NOOP, which the server ignores. */
+    arg: Schema.optionalKey(Argument)
+  },
   Quit: {},
-  Vrfy: { arg: Argument },
-  Expn: { arg: Argument },
-  Help: { arg: Schema.optionalKey(Argument) },
-  /** The initial response stays base64 text; "=" means an empty one. */
-  Auth: { mechanism: Mechanism, initialResponse: Schema.optionalKey(InitialResponse) },
+  Vrfy: {
+    /** The user or mailbox to verify. */
+    arg: Argument
+  },
+  Expn: {
+    /** The mailing list to expand. */
+    arg: Argument
+  },
+  Help: {
+    /** The topic, if any. */
+    arg: Schema.optionalKey(Argument)
+  },
+  Auth: {
+    /** The mechanism, upper case. */
+    mechanism: Mechanism,
+    /** The initial response, still base64 text; "=" means an empty one. */
+    initialResponse: Schema.optionalKey(InitialResponse)
+  },
   StartTls: {},
   /** Any other verb (XCLIENT, ETRN, TURN…): the server decides what to answer. */
-  Unknown: { verb: UnknownVerb, arg: UnknownArgument }
+  Unknown: {
+    /** The verb, as sent. */
+    verb: UnknownVerb,
+    /** The rest of the line, trimmed ("" when there is none). */
+    arg: UnknownArgument
+  }
 })
+/** A command, decoded. */
 export type Command = typeof Command.Type
 
+/** HELO: RFC 821's greeting, no extensions. */
 export type Helo = typeof Command.cases.Helo.Type
+/** EHLO: the greeting that asks for the extensions. */
 export type Ehlo = typeof Command.cases.Ehlo.Type
+/** LHLO: LMTP's greeting (RFC 2033). */
 export type Lhlo = typeof Command.cases.Lhlo.Type
+/** MAIL FROM: starts a transaction. */
 export type Mail = typeof Command.cases.Mail.Type
+/** RCPT TO: one recipient. */
 export type Rcpt = typeof Command.cases.Rcpt.Type
+/** DATA: the body follows, ended by a line with a single dot. */
 export type Data = typeof Command.cases.Data.Type
+/** BDAT (RFC 3030): a chunk of the body, its size given up front. */
 export type Bdat = typeof Command.cases.Bdat.Type
+/** RSET: aborts the transaction. */
 export type Rset = typeof Command.cases.Rset.Type
+/** NOOP: does nothing, answers 250. */
 export type Noop = typeof Command.cases.Noop.Type
+/** QUIT: ends the session. */
 export type Quit = typeof Command.cases.Quit.Type
+/** VRFY: asks whether a user or mailbox exists. */
 export type Vrfy = typeof Command.cases.Vrfy.Type
+/** EXPN: asks for a mailing list's members. */
 export type Expn = typeof Command.cases.Expn.Type
+/** HELP. */
 export type Help = typeof Command.cases.Help.Type
+/** AUTH (RFC 4954): starts a SASL exchange. */
 export type Auth = typeof Command.cases.Auth.Type
+/** STARTTLS (RFC 3207): switches the connection to TLS. */
 export type StartTls = typeof Command.cases.StartTls.Type
+/** A verb this module does not know. */
 export type Unknown = typeof Command.cases.Unknown.Type
 
 // ---------------------------------------------------------------------------
 // Parsing
 
+/** How `parse` reads a command line. */
 export interface ParseOptions {
   /**
    * Accept non-ASCII addresses (RFC 6531): the transaction is under SMTPUTF8. MAIL

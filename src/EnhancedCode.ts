@@ -22,6 +22,7 @@ export const parse = (text: string): EnhancedCode | undefined => {
   return [Number(m[1]) as 2 | 4 | 5, Number(m[2]), Number(m[3])]
 }
 
+/** Formats as "X.Y.Z". */
 export const format = (code: EnhancedCode): string => `${code[0]}.${code[1]}.${code[2]}`
 
 /** The enhanced code a server uses when a reply has none of its own: class from the reply code, then ".0.0". */

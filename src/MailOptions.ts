@@ -18,13 +18,19 @@ import * as Xtext from "./Xtext.ts"
 // ---------------------------------------------------------------------------
 // Value schemas
 
+/** BODY (RFC 6152, 3030): what the body's bytes are; 7BIT when not given. */
 export const BodyType = Schema.Literals(["7BIT", "8BITMIME", "BINARYMIME"])
+/** `7BIT`, `8BITMIME` or `BINARYMIME`. */
 export type BodyType = typeof BodyType.Type
 
+/** RET (RFC 3461): what a bounce carries back, the whole message or its headers. */
 export const DsnReturn = Schema.Literals(["FULL", "HDRS"])
+/** `FULL` or `HDRS`. */
 export type DsnReturn = typeof DsnReturn.Type
 
+/** One NOTIFY condition (RFC 3461): when the sender wants a delivery status notification. */
 export const DsnNotify = Schema.Literals(["NEVER", "SUCCESS", "FAILURE", "DELAY"])
+/** `NEVER`, `SUCCESS`, `FAILURE` or `DELAY`. */
 export type DsnNotify = typeof DsnNotify.Type
 
 /** RFC 3461 4.4: an ENVID is at most 100 characters (counted here in its xtext form). */
@@ -67,10 +73,14 @@ export const EnvelopeId = Schema.String.check(
 
 /** BY (RFC 2852): deliver within `seconds`, else return (R) or notify (N); `trace` asks for T. */
 export const DeliverBy = Schema.Struct({
+  /** Seconds from now; N mode allows 0 and negative times (already late: just notify). */
   seconds: Schema.Int.check(Schema.isBetween({ minimum: -999_999_999, maximum: 999_999_999 })),
+  /** `R`: return the message if it is late; `N`: deliver anyway and notify. */
   mode: Schema.Literals(["N", "R"]),
+  /** Ask every relay for a trace notification. */
   trace: Schema.Boolean
 }).check(Schema.makeFilter((by) => by.mode === "N" || by.seconds > 0 || "BY in R mode needs a positive time"))
+/** A BY parameter, decoded. */
 export type DeliverBy = typeof DeliverBy.Type
 
 /** MT-PRIORITY (RFC 6710): -9 (lowest) to 9 (highest). */
@@ -102,7 +112,9 @@ const encodeOrcpt = (addressType: string, address: string): string =>
  * original address. RFC822 and other types hold printable ASCII; UTF-8 any printable text.
  */
 export const OriginalRecipient = Schema.Struct({
+  /** The address type, e.g. "RFC822" or "UTF-8". */
   addressType: Schema.String,
+  /** The recipient as the sender first gave it. */
   address: Schema.String
 }).check(
   Schema.makeFilter(({ address, addressType }) =>
@@ -112,18 +124,22 @@ export const OriginalRecipient = Schema.Struct({
     "invalid original recipient"
   )
 )
+/** An ORCPT parameter, decoded. */
 export type OriginalRecipient = typeof OriginalRecipient.Type
 
 /** RRVS (RFC 7293): the mailbox must have had its owner since `date`; C = continue, R = reject otherwise. */
 export const RequireRecipientValidSince = Schema.Struct({
+  /** The date the mailbox's owner must go back to. */
   date: Schema.Date.check(
     Schema.makeFilter((d: Date) => {
       const year = d.getUTCFullYear()
       return (year >= 0 && year <= 9999) || "RRVS dates are years 0000 to 9999"
     })
   ),
+  /** `C`: continue and tell the owner; `R`: reject (the default). */
   mode: Schema.optionalKey(Schema.Literals(["C", "R"]))
 })
+/** An RRVS parameter, decoded. */
 export type RequireRecipientValidSince = typeof RequireRecipientValidSince.Type
 
 // ---------------------------------------------------------------------------
@@ -131,41 +147,65 @@ export type RequireRecipientValidSince = typeof RequireRecipientValidSince.Type
 
 /** The parameters of MAIL FROM. Absent and `false` flags mean the same. */
 export const MailOptions = Schema.Struct({
+  /** BODY=: 7BIT, 8BITMIME or BINARYMIME. */
   body: Schema.optionalKey(BodyType),
+  /** SIZE=: the size the sender declares, in octets. */
   size: Schema.optionalKey(Size),
+  /** SMTPUTF8: the transaction may carry non-ASCII addresses. */
   smtputf8: Schema.optionalKey(Schema.Boolean),
+  /** REQUIRETLS: the message must travel over TLS all the way (RFC 8689). */
   requireTls: Schema.optionalKey(Schema.Boolean),
   /** AUTH=: the authenticated originator; `null` for `AUTH=<>` (unknown or not trusted). */
   auth: Schema.optionalKey(Schema.NullOr(Address.Mailbox)),
+  /** RET=: what a bounce carries back. */
   ret: Schema.optionalKey(DsnReturn),
+  /** ENVID=: the sender's identifier of the message, returned in DSNs. */
   envelopeId: Schema.optionalKey(EnvelopeId),
+  /** BY=: deliver within a time. */
   deliverBy: Schema.optionalKey(DeliverBy),
+  /** MT-PRIORITY=: -9 to 9. */
   mtPriority: Schema.optionalKey(MtPriority)
 })
+/** The MAIL FROM parameters, decoded. */
 export type MailOptions = typeof MailOptions.Type
 
 /** The parameters of RCPT TO. */
 export const RcptOptions = Schema.Struct({
+  /** NOTIFY=: when a DSN is wanted for this recipient. */
   notify: Schema.optionalKey(Notify),
+  /** ORCPT=: the recipient as first given, for DSNs. */
   originalRecipient: Schema.optionalKey(OriginalRecipient),
+  /** RRVS=: refuse if the mailbox changed owner since a date. */
   requireRecipientValidSince: Schema.optionalKey(RequireRecipientValidSince)
 })
+/** The RCPT TO parameters, decoded. */
 export type RcptOptions = typeof RcptOptions.Type
 
 /** The extensions a server has on for this transaction; a parameter of one that is off is refused. */
 export interface Enabled {
+  /** SIZE= */
   readonly size: boolean
+  /** BODY=8BITMIME */
   readonly eightBitMime: boolean
+  /** BODY=BINARYMIME */
   readonly binaryMime: boolean
+  /** SMTPUTF8 */
   readonly smtputf8: boolean
+  /** REQUIRETLS */
   readonly requireTls: boolean
+  /** RET=, ENVID=, NOTIFY=, ORCPT= */
   readonly dsn: boolean
+  /** AUTH= */
   readonly auth: boolean
+  /** RRVS= */
   readonly rrvs: boolean
+  /** BY= */
   readonly deliverBy: boolean
+  /** MT-PRIORITY= */
   readonly mtPriority: boolean
 }
 
+/** No extension: only BODY=7BIT is accepted. */
 export const noneEnabled: Enabled = {
   size: false,
   eightBitMime: false,
@@ -179,6 +219,7 @@ export const noneEnabled: Enabled = {
   mtPriority: false
 }
 
+/** Every extension: every parameter this module knows is accepted. */
 export const allEnabled: Enabled = {
   size: true,
   eightBitMime: true,

@@ -81,35 +81,58 @@ export {
 export interface OutgoingMessage {
   /** The reverse-path; `null` for `MAIL FROM:<>`. */
   readonly from: string | null
+  /** One recipient or several, each an address or a `Recipient` with its RCPT parameters. */
   readonly to: string | Recipient | ReadonlyArray<string | Recipient>
+  /** The whole message, headers and body; a string is sent as UTF-8. */
   readonly body: string | Uint8Array
+  /** MAIL FROM parameters, as `SmtpClient.Message`'s. */
   readonly mailOptions?: MailOptions | undefined
+  /** DATA or BDAT, as `SmtpClient.Message`'s. Default "auto". */
   readonly transfer?: "auto" | "data" | "bdat" | undefined
 }
 
 /** A message as the queue keeps it: recipients as a list, the body as bytes, and when it was queued. */
 export const QueuedMessage = Schema.Struct({
+  /** The reverse-path; `null` for `<>`. */
   from: Schema.NullOr(Schema.String),
-  to: Schema.Array(Schema.Struct({ address: Schema.String, options: Schema.optionalKey(RcptOptions) })),
+  /** Every recipient. */
+  to: Schema.Array(Schema.Struct({
+    /** The address. */
+    address: Schema.String,
+    /** Its RCPT TO parameters. */
+    options: Schema.optionalKey(RcptOptions)
+  })),
+  /** The whole message. */
   body: Schema.Uint8Array,
+  /** MAIL FROM parameters. */
   mailOptions: Schema.optionalKey(MailOptions),
+  /** DATA or BDAT. */
   transfer: Schema.optionalKey(Schema.Literals(["auto", "data", "bdat"])),
+  /** When it was enqueued. */
   enqueuedAt: Schema.DateTimeUtc
 })
+/** A queued message, decoded. */
 export type QueuedMessage = typeof QueuedMessage.Type
 
 /** A message that will never reach some of its recipients, with its final status. */
 export const DeadLetter = Schema.Struct({
+  /** The message's id. */
   id: Schema.String,
+  /** The message, as it was queued. */
   message: QueuedMessage,
+  /** Its final status: each recipient's refusal, or why it expired. */
   status: Ledger.MessageStatus
 })
+/** A dead letter, decoded. */
 export type DeadLetter = typeof DeadLetter.Type
 
 /** The queue's store failed, or a message cannot be queued as it is. */
 export class MailQueueError extends Data.TaggedError("MailQueueError")<{
+  /** `InvalidMessage`: an address, parameter or id that cannot be queued; `Store`: the store failed. */
   readonly reason: "InvalidMessage" | "Store"
+  /** What exactly. */
   readonly message: string
+  /** The store's error, for `Store`. */
   readonly cause?: unknown
 }> {}
 
@@ -124,7 +147,28 @@ export interface QueueStats {
 // ---------------------------------------------------------------------------
 // The service
 
+/**
+ * The queue, the service `layer` provides: where an application enqueues and workers take.
+ *
+ * @example
+ * ```ts
+ * import * as Effect from "effect/Effect"
+ * import * as MailQueue from "effect-smtp/MailQueue"
+ *
+ * export const orderConfirmed = (order: { readonly id: string; readonly email: string }) =>
+ *   Effect.gen(function*() {
+ *     const queue = yield* MailQueue.MailQueue
+ *     // The order's id as the message's: enqueueing again after a crash is a no-op.
+ *     return yield* queue.enqueue({
+ *       from: "shop@example.com",
+ *       to: order.email,
+ *       body: `Message-ID: <order-${order.id}@example.com>\r\nSubject: Order ${order.id}\r\n\r\nThank you!\r\n`
+ *     }, { id: `order-${order.id}` })
+ *   })
+ * ```
+ */
 export class MailQueue extends Context.Service<MailQueue, {
+  /** The queue's name (`QueueOptions.name`). */
   readonly name: string
   /**
    * Stores a message and returns its id once the store has it. With `id`, enqueueing the same
@@ -156,12 +200,15 @@ export class MailQueue extends Context.Service<MailQueue, {
 
 /** Where the queue lives: PersistedQueue's store and the ledger beside it. */
 export class MailQueueStore extends Context.Service<MailQueueStore, {
+  /** PersistedQueue's store: the messages and the dead letters. */
   readonly queues: PersistedQueue.PersistedQueueStore["Service"]
+  /** The ledger's store: each message's status. */
   readonly ledgers: Ledger.LedgerStore
   /** How long delivered messages, handled dead letters and their ids are remembered. */
   readonly retention: Duration.Duration
 }>()("effect-smtp/MailQueueStore") {}
 
+/** How the queue retries a message that failed for now. */
 export interface RetryOptions {
   /**
    * The delay before each retry; its input is the attempt number (1 after the first attempt).
@@ -174,34 +221,45 @@ export interface RetryOptions {
   readonly maxAttempts?: number | undefined
 }
 
+/** Options of `layer` and `make`. */
 export interface QueueOptions {
   /** Queues with different names share a store without meeting. Letters, digits, `_` and `-`. Default "outbound". */
   readonly name?: string | undefined
+  /** When to retry, and when to give up. */
   readonly retry?: RetryOptions | undefined
 }
 
+/** 5 minutes, doubling up to an hour between attempts: Postfix's backoff. */
 export const defaultRetrySchedule: Schedule.Schedule<unknown, number> = Schedule.min([
   Schedule.exponential("5 minutes"),
   Schedule.spaced("1 hour")
 ])
 
+/** 5 days: Postfix's `maximal_queue_lifetime`. */
 export const defaultMaxAge: Duration.Duration = Duration.days(5)
 
 // ---------------------------------------------------------------------------
 // Metrics (per process; depth and age are the store's, refreshed by `stats`)
 
+/** Counter `mail_queue_enqueued_total`: messages enqueued. */
 export const enqueuedTotal = Metric.counter("mail_queue_enqueued_total", { description: "messages enqueued" })
+/** Counter `mail_queue_attempts_total`: delivery attempts started. */
 export const attemptsTotal = Metric.counter("mail_queue_attempts_total", { description: "delivery attempts started" })
+/** Counter `mail_queue_deferrals_total`: attempts that ended in a temporary failure. */
 export const deferralsTotal = Metric.counter("mail_queue_deferrals_total", {
   description: "attempts that ended in a temporary failure"
 })
+/** Counter `mail_queue_delivered_total`: messages every recipient accepted. */
 export const deliveredTotal = Metric.counter("mail_queue_delivered_total", {
   description: "messages every recipient accepted"
 })
+/** Counter `mail_queue_bounces_total`: messages put in the dead-letter queue. */
 export const bouncesTotal = Metric.counter("mail_queue_bounces_total", {
   description: "messages put in the dead-letter queue"
 })
+/** Gauge `mail_queue_depth`: messages not yet delivered or dead, for the whole store (set by `stats`). */
 export const depthGauge = Metric.gauge("mail_queue_depth", { description: "messages not yet delivered or dead" })
+/** Gauge `mail_queue_oldest_age_seconds`: the age of the oldest of them (set by `stats`). */
 export const oldestAgeGauge = Metric.gauge("mail_queue_oldest_age_seconds", {
   description: "age of the oldest message not yet delivered or dead"
 })
@@ -520,6 +578,7 @@ export const layer = (options?: QueueOptions): Layer.Layer<MailQueue, never, Mai
 // ---------------------------------------------------------------------------
 // Workers
 
+/** Options of `worker` and `layerWorker`. */
 export interface WorkerOptions {
   /** Messages sent at once by this process. Default 5 (the Mailer's default pool size). */
   readonly concurrency?: number | undefined
@@ -556,11 +615,13 @@ export const layerWorker = (options?: WorkerOptions): Layer.Layer<never, never, 
 // ---------------------------------------------------------------------------
 // Stores
 
+/** Options of every store. */
 export interface StoreOptions {
   /** How long delivered messages, handled dead letters and their ids are remembered. Default 30 days. */
   readonly retention?: Duration.Input | undefined
 }
 
+/** Options of the stores several processes share (Redis, SQL). */
 export interface SharedStoreOptions extends StoreOptions {
   /** How often an idle worker looks for due messages (offers in the same process wake it at once). Default 1 second. */
   readonly pollInterval?: Duration.Input | undefined

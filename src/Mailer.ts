@@ -63,6 +63,7 @@ import { isTemporary, type Message, type SendError, type SendResult } from "./Sm
 import { SmtpError } from "./SmtpError.ts"
 import { formatEndpoint, Network, TransportError } from "./Transport.ts"
 
+/** How the Mailer keeps its connections. */
 export interface PoolOptions {
   /** Connections open at most (and sends in flight). Default 5. */
   readonly size?: number | undefined
@@ -72,6 +73,7 @@ export interface PoolOptions {
   readonly idleTimeout?: Duration.Input | undefined
 }
 
+/** How the Mailer retries a send that failed as a whole. */
 export interface RetryOptions {
   /**
    * When to try again; the failure is the schedule's input. Default: up to 3 retries,
@@ -87,7 +89,9 @@ export interface RetryOptions {
  * sharing the `RateLimiter` store). A send over the limit waits for its turn.
  */
 export interface RateLimit {
+  /** Transactions that may start per `interval`. */
   readonly messages: number
+  /** The window the limit counts in, e.g. "1 second", "1 hour". */
   readonly interval: Duration.Input
   /**
    * `"fixed-window"` (the default): up to `messages` start at once, the next ones in the next
@@ -103,6 +107,7 @@ export interface RateLimit {
 
 /** Where and how to connect (as `SmtpClient.connect`), and how to pool, retry and limit. */
 export interface MailerOptions extends ConnectOptions {
+  /** How many connections, for how many messages each, kept open how long. */
   readonly pool?: PoolOptions | undefined
   /** `false` turns retries off. */
   readonly retry?: RetryOptions | false | undefined
@@ -113,6 +118,7 @@ export interface MailerOptions extends ConnectOptions {
 /** What `Mailer.send` can fail with: the client's failures, or the rate limit's store failing. */
 export type MailerError = SendError | RateLimiter.RateLimiterError
 
+/** The pooled sender, the service `layer` provides; `send` is the usual way to use it. */
 export class Mailer extends Context.Service<Mailer, {
   /**
    * Sends one message over a pooled connection, retrying temporary failures. The body is run
@@ -120,7 +126,12 @@ export class Mailer extends Context.Service<Mailer, {
    */
   readonly send: <E = never, R = never>(message: Message<E, R>) => Effect.Effect<SendResult, MailerError | E, R>
   /** Connections open now, and how many of them are idle. */
-  readonly stats: Effect.Effect<{ readonly open: number; readonly idle: number }>
+  readonly stats: Effect.Effect<{
+    /** Connections open, idle or sending. */
+    readonly open: number
+    /** Connections open and waiting for a send. */
+    readonly idle: number
+  }>
 }>()("effect-smtp/Mailer") {}
 
 /** The default retry schedule: 3 retries, 1, 2 and 4 seconds apart. */
@@ -211,7 +222,31 @@ export const make = (options: MailerOptions): Effect.Effect<Mailer["Service"], n
     return Mailer.of({ send, stats: pool.stats })
   })
 
-/** The Mailer as a Layer; needs a `Network` (`NodeTransport.layer`, `MemoryTransport.layer` in tests). */
+/**
+ * The Mailer as a Layer; needs a `Network` (`NodeTransport.layer`, `MemoryTransport.layer` in
+ * tests). Connections open on the first sends, not when the layer is built; closing the layer
+ * says QUIT on the idle ones.
+ *
+ * @example
+ * ```ts
+ * import * as Effect from "effect/Effect"
+ * import * as Layer from "effect/Layer"
+ * import * as Redacted from "effect/Redacted"
+ * import * as Mailer from "effect-smtp/Mailer"
+ * import * as NodeTransport from "effect-smtp/NodeTransport"
+ *
+ * const MailerLive = Mailer.layer({
+ *   host: "smtp.example.com", // port 587, STARTTLS required, the certificate verified
+ *   auth: { _tag: "Password", username: "app", password: Redacted.make("secret") },
+ *   pool: { size: 4 },
+ *   rateLimit: { messages: 10, interval: "1 second" }
+ * }).pipe(Layer.provide(NodeTransport.layer))
+ *
+ * export const welcome = (to: string) =>
+ *   Mailer.send({ from: "app@example.com", to, body: "Subject: Welcome\r\n\r\nHi!\r\n" })
+ * // Effect.provide(MailerLive) once, where the program starts.
+ * ```
+ */
 export const layer = (options: MailerOptions): Layer.Layer<Mailer, never, Network> => Layer.effect(Mailer, make(options))
 
 /**

@@ -49,7 +49,9 @@ export interface PairOptions {
   readonly hostname?: string | undefined
   /** Start already encrypted (implicit TLS), as if both ends had upgraded. */
   readonly tls?: {
+    /** The client end's options, as `upgradeTls` would take them. */
     readonly client: TlsClientOptions
+    /** The server end's options: they need a certificate, as for real TLS. */
     readonly server: TlsServerOptions
   } | undefined
 }
@@ -391,5 +393,29 @@ export const makeNetwork: Effect.Effect<Network["Service"]> = Effect.sync(() => 
   return Network.of({ listen, connect })
 })
 
-/** `Network` in memory; every build of the layer is a separate network. */
+/**
+ * `Network` in memory; every build of the layer is a separate network. Provide one layer to
+ * both a server and a client, and they talk over it without a socket or a port.
+ *
+ * @example
+ * ```ts
+ * import * as Effect from "effect/Effect"
+ * import * as Layer from "effect/Layer"
+ * import * as MemoryTransport from "effect-smtp/MemoryTransport"
+ * import * as SmtpClient from "effect-smtp/SmtpClient"
+ * import * as SmtpServer from "effect-smtp/SmtpServer"
+ *
+ * const endpoint = { _tag: "Tcp", host: "mx.test", port: 25 } as const
+ * const Server = SmtpServer.layer({ listen: [{ endpoint }] }).pipe(Layer.provide(MyBackend))
+ *
+ * // The real protocol, in memory: a test of the backend, with no port to pick.
+ * const test = SmtpClient.sendMail({
+ *   endpoint,
+ *   security: "none",
+ *   from: "app@example.com",
+ *   to: "alice@example.com",
+ *   body: "Subject: hi\r\n\r\nhello\r\n"
+ * }).pipe(Effect.provide(Server.pipe(Layer.provideMerge(MemoryTransport.layer))))
+ * ```
+ */
 export const layer: Layer.Layer<Network> = Layer.effect(Network, makeNetwork)

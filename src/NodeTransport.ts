@@ -122,5 +122,18 @@ export const connectUnsafe = (options: ConnectOptions): Effect.Effect<Transport,
 export const connect = (options: ConnectOptions): Effect.Effect<Transport, TransportError, Scope.Scope> =>
   Effect.acquireRelease(connectUnsafe(options), (t) => t.close)
 
-/** The real network. */
+/**
+ * The real network: TCP and Unix sockets through node:net and node:tls. What a server or a
+ * client needs in production.
+ *
+ * @example
+ * ```ts
+ * import * as Layer from "effect/Layer"
+ * import * as NodeTransport from "effect-smtp/NodeTransport"
+ * import * as SmtpServer from "effect-smtp/SmtpServer"
+ *
+ * const Server = SmtpServer.layer({ listen: [{ endpoint: { _tag: "Unix", path: "/run/app/lmtp.sock" } }], protocol: "lmtp" })
+ *   .pipe(Layer.provide(Inbox), Layer.provide(NodeTransport.layer)) // Inbox: your Backend
+ * ```
+ */
 export const layer: Layer.Layer<Network> = Layer.succeed(Network, Network.of({ listen, connect }))

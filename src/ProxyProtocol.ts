@@ -19,7 +19,9 @@ import type { Endpoint } from "./Transport.ts"
 
 /** One type-length-value field of a version 2 header. */
 export interface Tlv {
+  /** The type byte; the standard ones are in `TLV`. */
   readonly type: number
+  /** The value, as sent. */
   readonly value: Uint8Array
 }
 
@@ -31,15 +33,21 @@ export interface SslInfo {
   readonly clientCertificate: boolean
   /** The client certificate was verified (`verify` is 0) — meaningful only with a certificate. */
   readonly verified: boolean
+  /** `PP2_SUBTYPE_SSL_VERSION`: the TLS version, e.g. "TLSv1.3". */
   readonly version?: string | undefined
+  /** `PP2_SUBTYPE_SSL_CN`: the client certificate's Common Name. */
   readonly commonName?: string | undefined
+  /** `PP2_SUBTYPE_SSL_CIPHER`: the cipher suite, e.g. "ECDHE-RSA-AES128-GCM-SHA256". */
   readonly cipher?: string | undefined
+  /** `PP2_SUBTYPE_SSL_SIG_ALG`: the certificate's signature algorithm, e.g. "SHA256". */
   readonly signatureAlgorithm?: string | undefined
+  /** `PP2_SUBTYPE_SSL_KEY_ALG`: the certificate's key algorithm, e.g. "RSA2048". */
   readonly keyAlgorithm?: string | undefined
 }
 
 /** A parsed header. */
 export interface Header {
+  /** 1: the text line; 2: the binary header. */
   readonly version: 1 | 2
   /**
    * "proxy": a connection for a client; "local": the proxy's own (a health check), whose
@@ -58,11 +66,13 @@ export interface Header {
   readonly authority?: string | undefined
   /** `PP2_TYPE_UNIQUE_ID`: the proxy's identifier of the connection. */
   readonly uniqueId?: Uint8Array | undefined
+  /** `PP2_TYPE_SSL`: the client's TLS connection to the proxy. */
   readonly ssl?: SslInfo | undefined
 }
 
 /** A header and who sent it, as a connection carries it. */
 export interface ProxyInfo {
+  /** The header, parsed. */
   readonly header: Header
   /** The proxy: the peer that opened the connection and sent the header. */
   readonly proxy: Endpoint | undefined
@@ -70,9 +80,24 @@ export interface ProxyInfo {
 
 /** What the first bytes of a connection are. */
 export type ParseResult =
-  | { readonly _tag: "Incomplete" }
-  | { readonly _tag: "Complete"; readonly header: Header; /** Bytes the header took. */ readonly length: number }
-  | { readonly _tag: "Invalid"; readonly reason: string }
+  | {
+    /** Too few bytes yet: read more and parse again. */
+    readonly _tag: "Incomplete"
+  }
+  | {
+    /** A whole header. */
+    readonly _tag: "Complete"
+    /** The header. */
+    readonly header: Header
+    /** Bytes the header took: what follows is the client's. */
+    readonly length: number
+  }
+  | {
+    /** Not a header, or a broken one: close the connection. */
+    readonly _tag: "Invalid"
+    /** What is wrong, for the log. */
+    readonly reason: string
+  }
 
 /** The version 2 signature: "\r\n\r\n\0\r\nQUIT\n". */
 export const SIGNATURE_V2: Uint8Array = Uint8Array.of(0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a)
@@ -82,18 +107,31 @@ export const MAX_V1_LENGTH = 107
 /** A version 2 header is at most 16 + 65535 bytes. */
 export const MAX_V2_LENGTH = 16 + 0xffff
 
+/** The TLV types of the specification, by name (`PP2_TYPE_ALPN` is `TLV.ALPN`). */
 export const TLV = {
+  /** The application protocol (ALPN) the client negotiated. */
   ALPN: 0x01,
+  /** The host name the client asked for. */
   AUTHORITY: 0x02,
+  /** A CRC32C checksum of the whole header. */
   CRC32C: 0x03,
+  /** Padding, to be ignored. */
   NOOP: 0x04,
+  /** An opaque identifier of the connection, up to 128 bytes. */
   UNIQUE_ID: 0x05,
+  /** The client's TLS connection: flags, verification, and the SSL sub-TLVs. */
   SSL: 0x20,
+  /** SSL sub-TLV: the TLS version. */
   SSL_VERSION: 0x21,
+  /** SSL sub-TLV: the client certificate's Common Name. */
   SSL_CN: 0x22,
+  /** SSL sub-TLV: the cipher suite. */
   SSL_CIPHER: 0x23,
+  /** SSL sub-TLV: the certificate's signature algorithm. */
   SSL_SIG_ALG: 0x24,
+  /** SSL sub-TLV: the certificate's key algorithm. */
   SSL_KEY_ALG: 0x25,
+  /** The network namespace the connection came from. */
   NETNS: 0x30
 } as const
 
@@ -328,11 +366,13 @@ export const crc32c = (bytes: Uint8Array): number => {
 
 /** What `format` writes. */
 export interface FormatInput {
+  /** 1: the text line; 2: the binary header. */
   readonly version: 1 | 2
   /** Default "proxy". Version 1 has no "local": it is written as UNKNOWN. */
   readonly command?: "proxy" | "local" | undefined
   /** Both or neither: without them, v1 UNKNOWN or v2 UNSPEC. */
   readonly source?: Endpoint | undefined
+  /** The address the client connected to; with `source`. */
   readonly destination?: Endpoint | undefined
   /** Version 2 only. */
   readonly tlvs?: ReadonlyArray<Tlv> | undefined

@@ -25,9 +25,25 @@ export const ReplyText = Schema.String.check(
   Schema.isPattern(/^[^\r\n]*$/, { message: "reply text may not contain CR or LF" })
 )
 
+/**
+ * A reply: its code, its enhanced code when it has one, and its text lines. A Schema class, so
+ * `new Reply({ … })` checks its fields; `Reply.of` is the short way to make one.
+ *
+ * @example
+ * ```ts
+ * import { Reply } from "effect-smtp/Reply"
+ *
+ * Reply.of(250, [2, 1, 0], "Sender OK").toWire() // "250 2.1.0 Sender OK\r\n"
+ * Reply.of(250, "mx.example.com", "PIPELINING", "SIZE 1000").toWire()
+ * // "250-mx.example.com\r\n250-PIPELINING\r\n250 SIZE 1000\r\n"
+ * ```
+ */
 export class Reply extends Schema.Class<Reply>("effect-smtp/Reply")({
+  /** The three-digit code: 2xx done, 3xx go on, 4xx try again later, 5xx no. */
   code: ReplyCode,
+  /** The RFC 3463 code after it, `[5, 1, 1]` for "5.1.1", when the reply has one. */
   enhancedCode: Schema.optional(EnhancedCode.EnhancedCode),
+  /** One text per line, without code or enhanced code. */
   lines: Schema.NonEmptyArray(ReplyText)
 }) {
   /** `Reply.of(250, "OK")`, `Reply.of(250, [2, 0, 0], "OK")`, several lines for a multi-line reply. */
@@ -37,12 +53,15 @@ export class Reply extends Schema.Class<Reply>("effect-smtp/Reply")({
     return new Reply({ code, enhancedCode: first, lines: others.length === 0 ? [""] : [others[0]!, ...others.slice(1)] })
   }
 
+  /** 2xx or 3xx: the command went through. */
   get isPositive(): boolean {
     return this.code < 400
   }
+  /** 4xx: refused for now, worth trying again later. */
   get isTemporary(): boolean {
     return this.code >= 400 && this.code < 500
   }
+  /** 5xx: refused for good. */
   get isPermanent(): boolean {
     return this.code >= 500
   }
@@ -60,6 +79,7 @@ export class Reply extends Schema.Class<Reply>("effect-smtp/Reply")({
 /** The fields of a reply, as a plain object. */
 export type ReplyFields = typeof Reply.Encoded
 
+/** The reply as it goes on the wire: `code-` on every line but the last, `code ` on the last, CRLF after each. */
 export const formatReply = (reply: ReplyFields): string => {
   const prefix = reply.enhancedCode === undefined ? "" : EnhancedCode.format(reply.enhancedCode)
   const last = reply.lines.length - 1
@@ -76,14 +96,19 @@ export const formatReply = (reply: ReplyFields): string => {
 
 /** Why a reply from the wire was refused. */
 export class ReplyParseError extends Data.TaggedError("ReplyParseError")<{
+  /** What is wrong, e.g. "reply mixes codes 250 and 550". */
   readonly message: string
+  /** The line it is wrong in ("" when no single line is). */
   readonly line: string
 }> {}
 
 /** One reply line split into its parts. */
 export interface ReplyLine {
+  /** The line's three-digit code. */
   readonly code: number
+  /** True for `code text` (the last line), false for `code-text`. */
   readonly last: boolean
+  /** What follows the code and its separator, the enhanced code included. */
   readonly text: string
 }
 

@@ -59,6 +59,7 @@ export type { ScramCredential, ScramLookup } from "./internal/sasl/scramSha256.t
 // Names
 // ---------------------------------------------------------------------------------------
 
+/** The mechanisms this module implements, by their IANA names. */
 export type MechanismName =
   | "EXTERNAL"
   | "SCRAM-SHA-256"
@@ -100,6 +101,7 @@ export { cancelled, SaslError, toSmtpError, tooLong } from "./internal/sasl/erro
 export type { OAuthErrorDetails, SaslErrorReason } from "./internal/sasl/error.ts"
 export { DEFAULT_MAX_RESPONSE_LENGTH } from "./internal/sasl/exchange.ts"
 
+/** Base64 with padding: how a challenge goes on the wire after `334 `. */
 export const encodeBase64 = (bytes: Uint8Array): string => B64.encode(bytes)
 
 /**
@@ -160,11 +162,13 @@ export interface AuthResult {
 /** One step of a server exchange. */
 export type Step =
   | {
+    /** The server needs another response from the client. */
     readonly _tag: "Challenge"
     /** Sent as `334 <base64>`; empty means `334 ` (RFC 4954). */
     readonly data: Uint8Array
   }
   | {
+    /** The client is authenticated: `235 2.7.0`. */
     readonly _tag: "Success"
     /** Who the session acts as, as the verifier decided. */
     readonly identity: string
@@ -202,6 +206,7 @@ export interface ServerContext {
 
 /** A server mechanism: a factory of exchanges. */
 export interface ServerMechanism {
+  /** Its name, as advertised after AUTH. */
   readonly name: MechanismName
   /**
    * Whether the exchange is safe on an unencrypted connection: nothing an eavesdropper
@@ -214,6 +219,7 @@ export interface ServerMechanism {
   readonly make: (context: ServerContext) => SaslServer
 }
 
+/** Options every server mechanism takes. */
 export interface ExchangeOptions {
   /** Most bytes one client response may have; longer fails with `TooLong`. Default 12 KiB. */
   readonly maxResponseLength?: number | undefined
@@ -252,6 +258,7 @@ export interface Verifiers {
   readonly external?: ExternalVerifier | undefined
 }
 
+/** Options of {@link serverMechanisms}. */
 export interface ServerOptions extends ExchangeOptions {
   /** Which mechanisms to offer, in this order; default every one with a verifier, strongest first. */
   readonly mechanisms?: ReadonlyArray<MechanismName> | undefined
@@ -274,13 +281,32 @@ export interface ServerOptions extends ExchangeOptions {
 export interface ServerMechanisms {
   /** Every configured mechanism, in advertising order. */
   readonly mechanisms: ReadonlyArray<ServerMechanism>
+  /** Whether mechanisms that send secrets are offered without TLS: `ServerOptions.allowInsecureAuth`. */
   readonly allowInsecureAuth: boolean
 }
 
 /** The same type under the name the Backend uses. */
 export type SaslServerMechanisms = ServerMechanisms
 
-/** Builds the mechanisms whose verifiers are given. */
+/**
+ * Builds the mechanisms whose verifiers are given: what a backend's session returns as `auth`.
+ *
+ * @example
+ * ```ts
+ * import * as Effect from "effect/Effect"
+ * import * as Redacted from "effect/Redacted"
+ * import * as Sasl from "effect-smtp/Sasl"
+ *
+ * const users = new Map([["alice", Redacted.make("correct horse")]])
+ *
+ * // PLAIN and LOGIN from stored passwords (compared in constant time), offered only over TLS.
+ * const auth = Sasl.serverMechanisms({
+ *   password: Sasl.passwordVerifier((username) => Effect.succeed(users.get(username)))
+ * })
+ * // In the Backend: newSession: () => Effect.succeed({ ...session, auth })
+ * // The identity a verifier returns is then ConnectionInfo.authenticatedAs().
+ * ```
+ */
 export const serverMechanisms = (verifiers: Verifiers, options?: ServerOptions): ServerMechanisms => {
   const exchange: ExchangeOptions = {
     maxResponseLength: options?.maxResponseLength,
@@ -363,6 +389,7 @@ export const startServer = (set: ServerMechanisms, name: string, context: Server
 
 /** One client-side exchange. Not safe for concurrent use; make one per AUTH command. */
 export interface SaslClient {
+  /** The mechanism this exchange runs. */
   readonly mechanism: MechanismName
   /** The initial response, or `undefined` when the mechanism waits for a first challenge. */
   readonly start: Effect.Effect<Uint8Array | undefined, SaslError>
@@ -382,6 +409,7 @@ export interface SaslClient {
 
 /** A client mechanism bound to credentials: a factory of exchanges. */
 export interface ClientMechanism {
+  /** Its name, as the server advertises it. */
   readonly name: MechanismName
   /**
    * Whether what it sends could be replayed by an eavesdropper (PLAIN, LOGIN, XOAUTH2,
@@ -392,30 +420,65 @@ export interface ClientMechanism {
   readonly client: Effect.Effect<SaslClient, SaslError>
 }
 
+/** A user name and password: SCRAM-SHA-256, CRAM-MD5, PLAIN and LOGIN. */
 export interface PasswordCredentials {
+  /** The authentication identity (authcid). */
   readonly username: string
+  /** The password; `Redacted` so that it stays out of logs. */
   readonly password: Redacted.Redacted<string>
   /** Act as this identity instead (PLAIN and SCRAM only). */
   readonly authzid?: string | undefined
 }
 
+/** An OAuth 2.0 access token: OAUTHBEARER (RFC 7628) and XOAUTH2 (Google's, Microsoft's). */
 export interface BearerCredentials {
   /** XOAUTH2's `user` (required there); OAUTHBEARER's authzid (optional). */
   readonly username?: string | undefined
+  /** The access token. */
   readonly token: Redacted.Redacted<string>
-  /** OAUTHBEARER's `host` and `port` keys. */
+  /** OAUTHBEARER's `host` key: the server's name. */
   readonly host?: string | undefined
+  /** OAUTHBEARER's `port` key: the server's port. */
   readonly port?: number | undefined
 }
 
 // --- Choosing ----------------------------------------------------------------------------
 
-/** What a client can authenticate with; {@link clientMechanisms} turns it into mechanisms. */
+/**
+ * What a client can authenticate with; {@link clientMechanisms} turns it into mechanisms, and
+ * `SmtpClient`'s `auth` option takes it as is.
+ *
+ * @example
+ * ```ts
+ * import * as Redacted from "effect/Redacted"
+ * import type * as Sasl from "effect-smtp/Sasl"
+ *
+ * const password: Sasl.Credentials = { _tag: "Password", username: "app", password: Redacted.make("secret") }
+ * const token: Sasl.Credentials = { _tag: "Bearer", username: "app@example.com", token: Redacted.make(accessToken) }
+ * const certificate: Sasl.Credentials = { _tag: "External" } // the TLS client certificate says who
+ * ```
+ */
 export type Credentials =
-  | ({ readonly _tag: "Password" } & PasswordCredentials)
-  | ({ readonly _tag: "Bearer" } & BearerCredentials)
-  | { readonly _tag: "External"; readonly authzid?: string | undefined }
-  | { readonly _tag: "Anonymous"; readonly trace?: string | undefined }
+  | ({
+    /** A user name and password. */
+    readonly _tag: "Password"
+  } & PasswordCredentials)
+  | ({
+    /** An OAuth 2.0 access token. */
+    readonly _tag: "Bearer"
+  } & BearerCredentials)
+  | {
+    /** EXTERNAL: the TLS client certificate is the credential. */
+    readonly _tag: "External"
+    /** Act as this identity instead of the certificate's. */
+    readonly authzid?: string | undefined
+  }
+  | {
+    /** ANONYMOUS (RFC 4505): no credential at all. */
+    readonly _tag: "Anonymous"
+    /** Trace information for the server's logs, e.g. an email address. */
+    readonly trace?: string | undefined
+  }
 
 /**
  * Every mechanism the credentials can drive, strongest first. A password gives

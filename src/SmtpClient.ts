@@ -83,6 +83,22 @@ export const isTemporary = (error: unknown): boolean =>
  * and AUTH when `auth` is given. The scope owns the connection: closing it sends QUIT when it
  * can, and always closes. Needs a `Network` (`NodeTransport.layer`, or `MemoryTransport.layer`
  * in tests).
+ *
+ * @example
+ * ```ts
+ * import * as Effect from "effect/Effect"
+ * import * as NodeTransport from "effect-smtp/NodeTransport"
+ * import * as SmtpClient from "effect-smtp/SmtpClient"
+ *
+ * // Delivers to a Dovecot LMTP socket, one status per recipient, on one connection.
+ * const deliver = (from: string, to: ReadonlyArray<string>, body: Uint8Array) =>
+ *   Effect.scoped(Effect.gen(function*() {
+ *     const client = yield* SmtpClient.connect({ path: "/run/dovecot/lmtp", protocol: "lmtp" })
+ *     yield* client.mail(from)
+ *     for (const rcpt of to) yield* client.rcpt(rcpt)
+ *     return yield* client.lmtpData(body) // [{ recipient, reply, error }, …]
+ *   })).pipe(Effect.provide(NodeTransport.layer))
+ * ```
  */
 export const connect: (
   options: Config.ConnectOptions
@@ -113,6 +129,25 @@ export interface SendMailOptions<E = never, R = never> extends Config.ConnectOpt
  * Sends one message on a connection of its own: connect, STARTTLS (required unless
  * `security` says otherwise), AUTH when `auth` is given, the transaction, QUIT. The result
  * lists accepted and refused recipients and the server's final reply.
+ *
+ * @example
+ * ```ts
+ * import * as Effect from "effect/Effect"
+ * import * as Redacted from "effect/Redacted"
+ * import * as NodeTransport from "effect-smtp/NodeTransport"
+ * import * as SmtpClient from "effect-smtp/SmtpClient"
+ *
+ * const sent = SmtpClient.sendMail({
+ *   host: "smtp.example.com", // port 587, STARTTLS required, the certificate verified
+ *   auth: { _tag: "Password", username: "app", password: Redacted.make("secret") },
+ *   from: "app@example.com",
+ *   to: ["alice@example.com", "bob@example.com"],
+ *   body: "Subject: Hello\r\n\r\nHi there.\r\n"
+ * }).pipe(
+ *   Effect.tap((result) => Effect.logInfo(`refused: ${result.rejected.map((r) => r.recipient).join(", ")}`)),
+ *   Effect.provide(NodeTransport.layer)
+ * )
+ * ```
  */
 export const sendMail = <E = never, R = never>(
   options: SendMailOptions<E, R>

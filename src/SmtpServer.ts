@@ -25,19 +25,24 @@ import * as Watchdog from "./internal/server/Deadlines.ts"
 import { type Endpoint, formatEndpoint, type Listener, Network, type Transport, TransportError } from "./Transport.ts"
 
 export type { Extensions, ListenSpec, ServerOptions, Timeouts, XclientOptions } from "./internal/server/Config.ts"
+export type { BareLineEndingPolicy } from "./internal/codec/DotCodec.ts"
 export { defaultExtensions, defaultTimeouts } from "./internal/server/Config.ts"
 
 /** One bound listener, as clients see it. */
 export interface BoundListener {
+  /** Where it listens; with port 0 asked for, the port the system picked. */
   readonly endpoint: Endpoint
   /** The address in the form `host:port` or `unix:/path`. */
   readonly address: string
+  /** What it speaks: the server's `protocol`. */
   readonly protocol: "smtp" | "lmtp"
   /** "implicit": TLS from the first byte; "starttls": STARTTLS offered; "none": plaintext only. */
   readonly tls: "none" | "starttls" | "implicit"
 }
 
+/** A running server, the service `layer` provides: where it listens and how busy it is. */
 export class SmtpServer extends Context.Service<SmtpServer, {
+  /** Every listener, bound, in the order of the `listen` option. */
   readonly listeners: ReadonlyArray<BoundListener>
   /** Connections open right now. */
   readonly activeConnections: Effect.Effect<number>
@@ -175,7 +180,32 @@ export const make = Effect.fnUntraced(function*(
   })
 })
 
-/** The server as a Layer; needs a `Backend` and a `Network` (e.g. `NodeTransport.layer`). */
+/**
+ * The server as a Layer; needs a `Backend` and a `Network` (`NodeTransport.layer`, or
+ * `MemoryTransport.layer` in tests). Building it binds every listener (a failure to bind fails
+ * the layer with a `TransportError`); closing it shuts the server down as the module says.
+ *
+ * @example
+ * ```ts
+ * import * as Layer from "effect/Layer"
+ * import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
+ * import * as NodeTransport from "effect-smtp/NodeTransport"
+ * import * as SmtpServer from "effect-smtp/SmtpServer"
+ *
+ * const Server = SmtpServer.layer({
+ *   listen: [
+ *     { endpoint: { _tag: "Tcp", host: "0.0.0.0", port: 25 } },
+ *     { endpoint: { _tag: "Tcp", host: "0.0.0.0", port: 465 }, implicitTls: true }
+ *   ],
+ *   domain: "mx.example.com",
+ *   tls: { key, cert }, // PEM: STARTTLS on port 25, TLS from the first byte on 465
+ *   maxMessageBytes: 50 * 1024 * 1024,
+ *   timeouts: { command: "2 minutes" }
+ * }).pipe(Layer.provide(Inbox), Layer.provide(NodeTransport.layer)) // Inbox: your Backend
+ *
+ * NodeRuntime.runMain(Layer.launch(Server)) // Ctrl-C: 421 to clients, every session closed
+ * ```
+ */
 export const layer = (options: ServerConfig.ServerOptions): Layer.Layer<SmtpServer, TransportError, Backend | Network> =>
   Layer.effect(SmtpServer, make(options))
 

@@ -15,8 +15,14 @@ import type { ProxyInfo } from "./ProxyProtocol.ts"
 
 /** Why a connection failed. `Closed` is an orderly or abrupt end of the peer. */
 export class TransportError extends Data.TaggedError("TransportError")<{
+  /**
+   * Which step failed: the peer went away (`Closed`), reading, writing, TLS (a handshake, or
+   * STARTTLS required and not to be had), a timeout, opening the connection, or binding a listener.
+   */
   readonly reason: "Closed" | "Read" | "Write" | "Tls" | "Timeout" | "Connect" | "Listen"
+  /** What happened, for logs, e.g. "no reply to MAIL in time". */
   readonly message: string
+  /** The underlying error (Node's, for example), when there is one. */
   readonly cause?: unknown
 }> {
   /**
@@ -36,29 +42,52 @@ export class TransportError extends Data.TaggedError("TransportError")<{
 
 /** Where a connection's end is: a TCP host and port, or a Unix socket path. */
 export type Endpoint =
-  | { readonly _tag: "Tcp"; readonly host: string; readonly port: number }
-  | { readonly _tag: "Unix"; readonly path: string }
+  | {
+    /** A TCP address. */
+    readonly _tag: "Tcp"
+    /** A host name or an IP address (IPv6 without brackets). */
+    readonly host: string
+    /** The port; 0 asks the system for a free one when listening. */
+    readonly port: number
+  }
+  | {
+    /** A Unix domain socket. */
+    readonly _tag: "Unix"
+    /** The socket file's path. */
+    readonly path: string
+  }
 
+/** `host:port`, `[v6]:port` or `unix:/path`: the form logs and `SmtpServer.parseListenAddress` use. */
 export const formatEndpoint = (e: Endpoint): string =>
   e._tag === "Unix" ? `unix:${e.path}` : e.host.includes(":") ? `[${e.host}]:${e.port}` : `${e.host}:${e.port}`
 
 /** What is known about an established TLS session. */
 export interface TlsState {
+  /** The TLS version, e.g. "TLSv1.3". */
   readonly protocol: string | undefined
+  /** The cipher suite's name, e.g. "TLS_AES_256_GCM_SHA384". */
   readonly cipher: string | undefined
   /** SNI name the client asked for (server side) or sent (client side). */
   readonly servername: string | undefined
   /** Whether the peer's certificate was verified against the trusted CAs. */
   readonly authorized: boolean
+  /** Why it was not, e.g. "SELF_SIGNED_CERT_IN_CHAIN". */
   readonly authorizationError: string | undefined
+  /** The certificate the peer presented; a server sees one only from clients it asked (`requestCert`). */
   readonly peerCertificate: PeerCertificate | undefined
 }
 
+/** The facts of a peer's certificate that checks usually look at. */
 export interface PeerCertificate {
+  /** The subject's fields, e.g. `{ CN: "client.example.com", O: "Example" }`. */
   readonly subject: Readonly<Record<string, string | ReadonlyArray<string>>>
+  /** The issuer's fields, in the same form. */
   readonly issuer: Readonly<Record<string, string | ReadonlyArray<string>>>
+  /** The subject alternative names as Node gives them, e.g. "DNS:a.example, DNS:b.example". */
   readonly subjectAltName: string | undefined
+  /** The SHA-256 fingerprint, colon-separated hex. */
   readonly fingerprint256: string
+  /** The certificate itself, DER-encoded. */
   readonly raw: Uint8Array
 }
 
@@ -160,6 +189,7 @@ export interface ProxyProtocolOptions {
 
 /** What a listener binds to. */
 export interface ListenOptions {
+  /** The address to bind; port 0 picks a free one. */
   readonly endpoint: Endpoint
   /**
    * Unix socket endpoints: the socket file's mode, owner and group. Without it the file gets
@@ -187,6 +217,7 @@ export interface ListenOptions {
 
 /** What a client connects to. */
 export interface ConnectOptions {
+  /** The address to connect to. */
   readonly endpoint: Endpoint
   /** Implicit TLS from the first byte (port 465). */
   readonly tls?: TlsClientOptions | undefined

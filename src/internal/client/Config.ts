@@ -43,6 +43,7 @@ export interface Timeouts {
 
 export type ResolvedTimeouts = { readonly [K in keyof Timeouts]: Duration.Duration }
 
+/** The client's timeouts when none are given (RFC 5321 4.5.3.2's, where it has one). */
 export const defaultTimeouts: Timeouts = {
   connect: "30 seconds",
   greeting: "5 minutes",
@@ -76,6 +77,7 @@ export interface ClientOptions {
   readonly auth?: AuthInput | undefined
   /** Allow PLAIN, LOGIN and bearer tokens over a connection without TLS. Default false. */
   readonly allowInsecureAuth?: boolean | undefined
+  /** How long each step may take; each one given replaces its default (`defaultTimeouts`). */
   readonly timeouts?: Partial<Timeouts> | undefined
   /**
    * Log every command and reply at Debug level (go-smtp's DebugWriter). AUTH data is

@@ -43,6 +43,7 @@ export interface SmtpClient {
   readonly maxMessageSize: () => number | undefined
   /** The AUTH mechanisms offered, upper case. */
   readonly authMechanisms: () => ReadonlyArray<string>
+  /** Whether AUTH offers this mechanism (any case). */
   readonly supportsAuth: (mechanism: string) => boolean
   /** The TLS session, once the connection is encrypted. */
   readonly tls: () => TlsState | undefined
@@ -60,7 +61,9 @@ export interface SmtpClient {
    * and bearer tokens are not used without TLS unless `allowInsecure`.
    */
   readonly auth: (input: AuthInput, options?: { readonly allowInsecure?: boolean | undefined }) => Effect.Effect<void, ClientError>
+  /** MAIL FROM (`null`: the null path `<>`), with its parameters; the 250, or the refusal as `SmtpError`. */
   readonly mail: (from: string | null, options?: MailOptions.MailOptions) => Effect.Effect<Reply, ClientError>
+  /** RCPT TO one recipient, with its parameters; the 250, or the refusal as `SmtpError`. */
   readonly rcpt: (to: string, options?: MailOptions.RcptOptions) => Effect.Effect<Reply, ClientError>
   /** DATA (SMTP): the body, dot-stuffed; the reply after the final dot. */
   readonly data: <E = never, R = never>(body: ClientBody.Body<E, R>) => Effect.Effect<Reply, ClientError | E, R>
@@ -82,6 +85,7 @@ export interface SmtpClient {
   readonly send: <E = never, R = never>(message: Message<E, R>) => Effect.Effect<SendResult, ClientError | RecipientsRefused | E, R>
   /** VRFY; any 2xx reply (252 means the server would not say). */
   readonly verify: (address: string) => Effect.Effect<Reply, ClientError>
+  /** NOOP: checks the connection is alive (and keeps it so). */
   readonly noop: Effect.Effect<Reply, ClientError>
   /** RSET: aborts the transaction. */
   readonly reset: Effect.Effect<Reply, ClientError>

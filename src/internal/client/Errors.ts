@@ -17,10 +17,13 @@ import type { TransportError } from "../../Transport.ts"
  *   prove it knows the password (SCRAM).
  */
 export class SmtpProtocolError extends Data.TaggedError("SmtpProtocolError")<{
+  /** Which rule the server broke, as listed above. */
   readonly reason: "MalformedReply" | "UnexpectedReply" | "TlsInjection" | "AuthExchange"
+  /** What happened, for logs. */
   readonly message: string
   /** The reply that did not fit, when there was one. */
   readonly reply?: Reply | undefined
+  /** The underlying failure (a `SaslError`, for `AuthExchange`). */
   readonly cause?: unknown
 }> {}
 
@@ -33,19 +36,25 @@ export class SmtpProtocolError extends Data.TaggedError("SmtpProtocolError")<{
  * - `Closed`: the client was used after `quit`.
  */
 export class SmtpClientError extends Data.TaggedError("SmtpClientError")<{
+  /** What is wrong with the request, as listed above. */
   readonly reason: "InvalidArgument" | "Unsupported" | "InsecureAuth" | "Closed"
+  /** What exactly, e.g. "the AUTH password may not contain CR, LF or NUL". */
   readonly message: string
 }> {}
 
 /** One recipient the server refused, at RCPT or (LMTP) after the message. */
 export interface RejectedRecipient {
+  /** The address, as given. */
   readonly recipient: string
+  /** The server's refusal: its code, enhanced code and text. */
   readonly error: SmtpError
 }
 
 /** No recipient of a transaction was accepted: the message was not sent. */
 export class RecipientsRefused extends Data.TaggedError("RecipientsRefused")<{
+  /** Every refusal in one line, for logs. */
   readonly message: string
+  /** Each recipient with its refusal, in the order given. */
   readonly rejected: ReadonlyArray<RejectedRecipient>
 }> {
   /** Every refusal was temporary (4xx): trying again later may work. */
@@ -53,6 +62,7 @@ export class RecipientsRefused extends Data.TaggedError("RecipientsRefused")<{
     return this.rejected.length > 0 && this.rejected.every((r) => r.error.isTemporary)
   }
 
+  /** The error for these refusals, with a message that lists them. */
   static of(rejected: ReadonlyArray<RejectedRecipient>): RecipientsRefused {
     const summary = rejected.map((r) => `<${r.recipient}>: ${r.error.code} ${r.error.message}`).join("; ")
     return new RecipientsRefused({ message: `all recipients were refused: ${summary}`, rejected })

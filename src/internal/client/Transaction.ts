@@ -32,7 +32,9 @@ export const DEFAULT_CHUNK_SIZE = 256 * 1024
 
 /** A recipient with its RCPT TO parameters. */
 export interface Recipient {
+  /** The address, without angle brackets. */
   readonly address: string
+  /** RCPT TO parameters: DSN's NOTIFY and ORCPT, RRVS. */
   readonly options?: MailOptions.RcptOptions | undefined
 }
 
@@ -40,6 +42,7 @@ export interface Recipient {
 export interface Message<E = never, R = never> {
   /** The reverse-path; `null` sends `MAIL FROM:<>` (bounces, DSNs). */
   readonly from: string | null
+  /** One recipient or several, each an address or a `Recipient` with its parameters. */
   readonly to: string | Recipient | ReadonlyArray<string | Recipient>
   /** The whole message (headers and body). Line endings are normalised to CRLF unless BODY=BINARYMIME. */
   readonly body: ClientBody.Body<E, R>
@@ -65,11 +68,15 @@ export interface Message<E = never, R = never> {
 
 /** A recipient the server accepted: its RCPT reply (SMTP) or its reply after the message (LMTP). */
 export interface AcceptedRecipient {
+  /** The address, as given. */
   readonly recipient: string
+  /** The server's reply for it. */
   readonly reply: Reply
 }
 
+/** What became of a message: who took it, who refused it, and the final reply. */
 export interface SendResult {
+  /** Recipients the message went to, in the order given. */
   readonly accepted: ReadonlyArray<AcceptedRecipient>
   /** Recipients refused at RCPT, or (LMTP) after the message; the message still went to the others. */
   readonly rejected: ReadonlyArray<RejectedRecipient>
@@ -79,7 +86,9 @@ export interface SendResult {
 
 /** LMTP: what happened to the message for one recipient. */
 export interface LmtpStatus {
+  /** The address, as given at RCPT. */
   readonly recipient: string
+  /** The server's reply for it after the message. */
   readonly reply: Reply
   /** Set when the reply is negative. */
   readonly error: SmtpError | undefined

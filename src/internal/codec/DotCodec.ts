@@ -9,7 +9,10 @@
  * and the terminator is appended.
  */
 
-/** What to do with a CR or LF that is not part of a CRLF pair inside DATA. */
+/**
+ * What to do with a CR or LF that is not part of a CRLF pair inside DATA: `reject` the message
+ * (550 5.5.2, so SMTP smuggling cannot split it), `normalize` it to CRLF, or `allow` it as is.
+ */
 export type BareLineEndingPolicy = "reject" | "normalize" | "allow"
 
 const CR = 13

@@ -25,24 +25,33 @@ export const DeliveryFailure = Schema.Struct({
    * `Defect`: a bug (logged).
    */
   kind: Schema.Literals(["Refused", "Connection", "Protocol", "Client", "RateLimit", "Expired", "Defect"]),
+  /** `Refused`: the server's reply code. */
   code: Schema.optionalKey(Schema.Int),
+  /** `Refused`: its enhanced code, "5.1.1", when it had one. */
   enhancedCode: Schema.optionalKey(Schema.String),
+  /** The server's reply text, or what went wrong. */
   message: Schema.String
 })
+/** A failed attempt, decoded. */
 export type DeliveryFailure = typeof DeliveryFailure.Type
 
 /** One recipient of a queued message. */
 export const RecipientStatus = Schema.Struct({
+  /** The recipient's address. */
   address: Schema.String,
   /** `pending` until the server accepts it (`delivered`) or refuses it for good (`failed`). */
   state: Schema.Literals(["pending", "delivered", "failed"]),
   /** `delivered`: the server's reply text; `failed` (or `pending` after a 4xx): the refusal. */
   reply: Schema.optionalKey(Schema.String),
+  /** Its last refusal, temporary or for good. */
   error: Schema.optionalKey(DeliveryFailure)
 })
+/** One recipient's progress, decoded. */
 export type RecipientStatus = typeof RecipientStatus.Type
 
+/** Where a message is; `MessageStatus` says what each state means. */
 export const MessageState = Schema.Literals(["queued", "sending", "deferred", "delivered", "dead"])
+/** `queued`, `sending`, `deferred`, `delivered` or `dead`. */
 export type MessageState = typeof MessageState.Type
 
 /** A state after which nothing more happens to the message. */
@@ -55,18 +64,26 @@ export const isFinal = (state: MessageState): boolean => state === "delivered" |
  * dead-letter queue).
  */
 export const MessageStatus = Schema.Struct({
+  /** The message's id, as `enqueue` returned it. */
   id: Schema.String,
+  /** Where it is. */
   state: MessageState,
+  /** When it was enqueued. */
   enqueuedAt: Schema.DateTimeUtc,
+  /** When this status was last written. */
   updatedAt: Schema.DateTimeUtc,
   /** Attempts started so far (one that a crash cut short counts too). */
   attempts: Schema.Int,
   /** Attempts that ended in a temporary failure. */
   deferrals: Schema.Int,
+  /** `deferred`: when the next attempt is due. */
   nextAttemptAt: Schema.optionalKey(Schema.DateTimeUtc),
+  /** Why the last attempt failed, when it did. */
   lastError: Schema.optionalKey(DeliveryFailure),
+  /** Every recipient, with its progress. */
   recipients: Schema.Array(RecipientStatus)
 })
+/** A message's status, decoded. */
 export type MessageStatus = typeof MessageStatus.Type
 
 /** The store behind the ledger failed. */

@@ -31,9 +31,13 @@ export type SaslErrorReason =
 
 /** The JSON error of an OAUTHBEARER (RFC 7628 3.2.2) or XOAUTH2 failure challenge. */
 export interface OAuthErrorDetails {
+  /** The OAuth error, e.g. "invalid_token" (RFC 6750 3.1), or an HTTP-like status. */
   readonly status: string
+  /** The scope the token would need. */
   readonly scope?: string | undefined
+  /** The authorization schemes the server takes. */
   readonly schemes?: string | undefined
+  /** Where the client can discover how to get a new token (OpenID Connect discovery). */
   readonly openidConfiguration?: string | undefined
 }
 
@@ -42,11 +46,15 @@ export interface OAuthErrorDetails {
  * comes from {@link toSmtpError}, which uses fixed texts.
  */
 export class SaslError extends Data.TaggedError("SaslError")<{
+  /** Why, as `SaslErrorReason` lists; decides the reply (see `toSmtpError`). */
   readonly reason: SaslErrorReason
+  /** What happened, for logs. */
   readonly message: string
+  /** The mechanism it happened in, when there is one. */
   readonly mechanism?: MechanismName | undefined
   /** OAUTHBEARER/XOAUTH2: what a bearer verifier wants the client told (server), or what the server said (client). */
   readonly oauth?: OAuthErrorDetails | undefined
+  /** The underlying failure (a verifier's, a crypto operation's), when there is one. */
   readonly cause?: unknown
 }> {}
 

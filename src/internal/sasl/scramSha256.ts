@@ -29,7 +29,9 @@ import { saslprep } from "./saslprep.ts"
 
 /** What a SCRAM-SHA-256 server stores per user (RFC 5802 section 3); derive it with {@link deriveScramCredential}. */
 export interface ScramCredential {
+  /** The random salt the password was derived with. */
   readonly salt: Uint8Array
+  /** PBKDF2's iteration count (4096 at least, RFC 7677). */
   readonly iterations: number
   /** H(ClientKey): 32 bytes. Together with `serverKey`, enough to impersonate the server: keep it secret. */
   readonly storedKey: Uint8Array
@@ -80,6 +82,18 @@ const scramKeys = (password: string, salt: Uint8Array, iterations: number) =>
  * PBKDF2-HMAC-SHA-256(SASLprep(password), salt, iterations), then StoredKey and ServerKey.
  * Defaults: a random 16-byte salt and 4096 iterations (RFC 7677's minimum; use more
  * where logins are rare). At most 2^31 - 1 iterations.
+ *
+ * @example
+ * ```ts
+ * import * as Effect from "effect/Effect"
+ * import * as Sasl from "effect-smtp/Sasl"
+ *
+ * // When the user sets a password: store this, never the password.
+ * const credential = yield* Sasl.deriveScramCredential(password, { iterations: 100_000 })
+ *
+ * // In the server: SCRAM-SHA-256 from stored credentials, safe without TLS too.
+ * const auth = Sasl.serverMechanisms({ scramSha256: (username) => Effect.succeed(credentials.get(username)) })
+ * ```
  */
 export const deriveScramCredential = (
   password: Redacted.Redacted<string> | string,

@@ -11,7 +11,9 @@ import * as IpNetworks from "../transport/IpNetworks.ts"
 
 /** One listening socket. `implicitTls` listeners speak TLS from the first byte (port 465). */
 export interface ListenSpec {
+  /** Where to listen: a TCP address (port 0 picks a free one) or a Unix socket path. */
   readonly endpoint: Endpoint
+  /** TLS from the first byte (port 465, RFC 8314); needs the server's `tls`. Default false. */
   readonly implicitTls?: boolean | undefined
   /**
    * A Unix socket's mode, owner and group, e.g. `{ mode: 0o660, group: "postfix" }` for
@@ -43,20 +45,29 @@ export interface XclientOptions {
 
 /** Extensions that can be switched on or off; each is advertised only when on and usable. */
 export interface Extensions {
+  /** PIPELINING (RFC 2920): commands sent without waiting for each reply. Default on. */
   readonly pipelining: boolean
+  /** 8BITMIME (RFC 6152): bodies with 8-bit bytes. Default on. */
   readonly eightBitMime: boolean
+  /** ENHANCEDSTATUSCODES (RFC 2034): "5.1.1" after the reply code. Default on. */
   readonly enhancedStatusCodes: boolean
+  /** CHUNKING (RFC 3030): BDAT, the body in sized chunks. Default on. */
   readonly chunking: boolean
-  /** Needs `chunking`. */
+  /** BINARYMIME (RFC 3030): bodies of any bytes, sent with BDAT. Needs `chunking`. Default off. */
   readonly binaryMime: boolean
+  /** SMTPUTF8 (RFC 6531): non-ASCII addresses. Default off. */
   readonly smtputf8: boolean
-  /** Advertised only over TLS. */
+  /** REQUIRETLS (RFC 8689): the sender asks for TLS all the way. Advertised only over TLS. Default off. */
   readonly requireTls: boolean
+  /** DSN (RFC 3461): delivery status notification parameters (RET, ENVID, NOTIFY, ORCPT). Default off. */
   readonly dsn: boolean
+  /** RRVS (RFC 7293): the require-recipient-valid-since parameter. Default off. */
   readonly rrvs: boolean
+  /** DELIVERBY (RFC 2852): a deadline for delivery. Default off. */
   readonly deliverBy: boolean
+  /** MT-PRIORITY (RFC 6710): a message priority. Default off. */
   readonly mtPriority: boolean
-  /** RFC 9422 LIMITS RCPTMAX=… */
+  /** LIMITS (RFC 9422): `LIMITS RCPTMAX=…`, the recipient limit told up front. Default on. */
   readonly limits: boolean
 }
 
@@ -95,7 +106,9 @@ export const defaultTimeouts: Timeouts = {
 
 export type ResolvedTimeouts = { readonly [K in keyof Timeouts]: Duration.Duration }
 
+/** The server's options; only `listen` is required, every limit has a safe default. */
 export interface ServerOptions {
+  /** The sockets to listen on; at least one. */
   readonly listen: ReadonlyArray<ListenSpec>
   /** The server's name in the greeting and replies. Default "localhost". */
   readonly domain?: string | undefined
@@ -105,6 +118,7 @@ export interface ServerOptions {
   readonly tls?: TlsServerOptions | undefined
   /** Text after "220 <domain> " in the greeting. */
   readonly greeting?: string | undefined
+  /** Extensions to switch on or off; those not given keep their defaults (`defaultExtensions`). */
   readonly extensions?: Partial<Extensions> | undefined
   /** Largest message accepted, advertised in SIZE. Default 32 MiB. */
   readonly maxMessageBytes?: number | undefined
@@ -129,6 +143,7 @@ export interface ServerOptions {
   readonly softErrorLimit?: number | undefined
   /** Error replies after which the connection is closed with 421. Default 20. */
   readonly hardErrorLimit?: number | undefined
+  /** How long each error reply past `softErrorLimit` waits. Default 1 second. */
   readonly errorDelay?: Duration.Input | undefined
   /** Consecutive unrecognised commands before the connection is closed. Default 5. */
   readonly maxUnknownCommands?: number | undefined
@@ -182,8 +197,11 @@ export interface ServerOptions {
   readonly xclient?: XclientOptions | undefined
   /** The reply to VRFY. Default 252 2.5.0 (RFC 5321 3.5.3: "cannot verify, but will accept"). */
   readonly vrfyReply?: {
+    /** The reply code, e.g. 252 or 502. */
     readonly code: number
+    /** The enhanced code; default the class's `X.0.0`. */
     readonly enhancedCode?: EnhancedCode | undefined
+    /** The reply text. */
     readonly text: string
   } | undefined
 }
@@ -224,6 +242,7 @@ export interface ResolvedConfig {
   readonly vrfyReply: { readonly code: number; readonly enhancedCode: EnhancedCode | undefined; readonly text: string }
 }
 
+/** The extensions offered when `extensions` does not say otherwise. */
 export const defaultExtensions: Extensions = {
   pipelining: true,
   eightBitMime: true,

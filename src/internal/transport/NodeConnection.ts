@@ -19,10 +19,11 @@ import {
   serverHandshake
 } from "./NodeSockets.ts"
 
-/** Options of {@link make} / {@link makeUnsafe}. */
+/** Options of `NodeTransport.make`: facts the socket does not tell, and how it closes. */
 export interface MakeOptions {
-  /** Overrides what is read from the socket (Unix sockets have no address on one side). */
+  /** This end's address, instead of what is read from the socket (Unix sockets have no address on one side). */
   readonly localEndpoint?: Endpoint | undefined
+  /** The peer's address, instead of what is read from the socket. */
   readonly remoteEndpoint?: Endpoint | undefined
   /**
    * The host name the client side connected to: the default `servername` (SNI) of a client

@@ -130,9 +130,13 @@ const bindUnixWithAccess = (
 
 /** What {@link listenSockets} binds. */
 export interface SocketListenOptions {
+  /** The address to bind; port 0 picks a free one. */
   readonly endpoint: Endpoint
+  /** A Unix socket's mode, owner and group, set before the socket appears at its path. */
   readonly unix?: Access | undefined
+  /** Backlog for the kernel's accept queue. */
   readonly backlog?: number | undefined
+  /** TCP: other processes may listen on the same address and port (SO_REUSEPORT). */
   readonly reusePort?: boolean | undefined
   /** Nothing is read from a connection before its taker reads (Node's `pauseOnConnect`). Default true. */
   readonly pauseOnConnect?: boolean | undefined
@@ -306,5 +310,10 @@ export const listen = (options: ListenOptions): Effect.Effect<Listener, Transpor
  */
 export const adopt = (
   options: ListenOptions
-): Effect.Effect<{ readonly listener: Listener; readonly handOver: (socket: net.Socket) => void }, TransportError, Scope.Scope> =>
+): Effect.Effect<{
+  /** Accepts the connections handed over, as any listener. */
+  readonly listener: Listener
+  /** Gives it a socket another process accepted. */
+  readonly handOver: (socket: net.Socket) => void
+}, TransportError, Scope.Scope> =>
   Effect.map(makeAcceptor(options), (acceptor) => ({ listener: acceptor.listener(options.endpoint), handOver: acceptor.onSocket }))
