@@ -192,6 +192,36 @@ describe.each<Net>(["memory", "tcp"])("limits over %s", (net) => {
       assert.deepStrictEqual(yield* replies(p, 5), ["503 5.5.1", "250 2.0.0", "503 5.5.1", "503 5.5.1", "421 4.7.0"])
       assert.isTrue(yield* p.closed)
     }))
+
+  it.live("junk commands: 100 by default, then each NOOP, RSET, VRFY, EXPN or HELP counts as an error", () =>
+    Effect.gen(function*() {
+      const { layer } = makeBackend()
+      const s = yield* start({ net, backend: layer, softErrorLimit: 100, hardErrorLimit: 1 })
+      const p = yield* s.open()
+      const junk = ["NOOP", "RSET", "VRFY postmaster", "HELP"]
+      for (let i = 0; i < 100; i++) assert.strictEqual((yield* p.command(junk[i % junk.length]!)).code < 400, true)
+      // The 101st is answered as usual, and it is the error that reaches the hard limit.
+      assert.strictEqual(show(yield* p.command("NOOP")), "250 2.0.0")
+      assert.strictEqual(show(yield* p.reply), "421 4.7.0")
+      assert.isTrue(yield* p.closed)
+    }))
+
+  it.live("junkCommandLimit overrides the count, which starts again when a message is accepted", () =>
+    Effect.gen(function*() {
+      const { layer, rec } = makeBackend()
+      const s = yield* start({ net, backend: layer, junkCommandLimit: 2, softErrorLimit: 100, hardErrorLimit: 2 })
+      const p = yield* s.open()
+      assert.deepStrictEqual(yield* dialog(p, "NOOP", "NOOP", "NOOP"), ["250 2.0.0", "250 2.0.0", "250 2.0.0"])
+      // One error counted (the third NOOP); a message accepted resets the junk count, not the errors.
+      yield* envelope(p)
+      assert.strictEqual(show(yield* p.command("DATA")), "354")
+      assert.strictEqual(show(yield* p.command("Subject: hi\r\n\r\nhello\r\n.")), "250 2.0.0")
+      assert.strictEqual(rec.messages.length, 1)
+      assert.deepStrictEqual(yield* dialog(p, "NOOP", "RSET"), ["250 2.0.0", "250 2.0.0"])
+      assert.strictEqual(show(yield* p.command("HELP")), "214 2.0.0")
+      assert.strictEqual(show(yield* p.reply), "421 4.7.0")
+      assert.isTrue(yield* p.closed)
+    }))
 })
 
 describe("the message size at its default", () => {

@@ -147,6 +147,13 @@ export interface ServerOptions {
   readonly errorDelay?: Duration.Input | undefined
   /** Consecutive unrecognised commands before the connection is closed. Default 5. */
   readonly maxUnknownCommands?: number | undefined
+  /**
+   * Commands that move no mail (NOOP, RSET, VRFY, EXPN, HELP) a connection may send before each
+   * further one counts as an error, so that the error limits end a session kept open with them
+   * (Postfix's `smtpd_junk_command_limit`). The count starts again when a message is accepted.
+   * Default 100.
+   */
+  readonly junkCommandLimit?: number | undefined
   /** Failed AUTH attempts before 421 and close. Default 3. */
   readonly maxAuthFailures?: number | undefined
   /**
@@ -224,6 +231,7 @@ export interface ResolvedConfig {
   readonly hardErrorLimit: number
   readonly errorDelay: Duration.Duration
   readonly maxUnknownCommands: number
+  readonly junkCommandLimit: number
   readonly maxAuthFailures: number
   readonly refuseNonSmtp: boolean
   /** Upper case. */
@@ -303,6 +311,7 @@ export const resolve = (o: ServerOptions): ResolvedConfig => ({
   hardErrorLimit: o.hardErrorLimit ?? 20,
   errorDelay: duration(o.errorDelay, "1 second"),
   maxUnknownCommands: o.maxUnknownCommands ?? 5,
+  junkCommandLimit: o.junkCommandLimit ?? 100,
   maxAuthFailures: o.maxAuthFailures ?? 3,
   refuseNonSmtp: o.refuseNonSmtp ?? true,
   forbiddenCommands: new Set((o.forbiddenCommands ?? defaultForbiddenCommands).map((v) => v.toUpperCase())),

@@ -45,7 +45,7 @@ import * as Mail from "./Mail.ts"
 import type { Transaction } from "./Mail.ts"
 import * as Security from "./Security.ts"
 import { AUTH_LINE_LENGTH, loadSasl } from "./Security.ts"
-import { isBinary, isNotSmtp, mustWait } from "./Refusals.ts"
+import { isBinary, isJunk, isNotSmtp, mustWait } from "./Refusals.ts"
 import { Close, type Outcome, type Step, type Stop } from "./Step.ts"
 import { redactAuth, traceLog } from "./Trace.ts"
 import * as Xclient from "./Xclient.ts"
@@ -102,6 +102,8 @@ export class Conversation {
   sessions: Xclient.Sessions | undefined = undefined
   authFailures = 0
   errors = 0
+  /** Commands that moved no mail since the last message accepted (junkCommandLimit). */
+  junkCommands = 0
   unknownInARow = 0
   tx: Transaction | undefined = undefined
   /** Replies waiting to be written, and how many. */
@@ -252,8 +254,13 @@ export class Conversation {
       this.push(wire)
       return undefined
     }
-    this.errors++
     this.count(Metrics.rejectionsOf(codeOf(wire)), 1)
+    return this.countError(wire)
+  }
+
+  /** Queues `wire` as an error: past the soft limit it is held back, at the hard limit 421 follows. */
+  countError(wire: string): Effect.Effect<void, Close | TransportError> | undefined {
+    this.errors++
     const stop = this.errors >= this.c.hardErrorLimit ? new Close(this.r.tooManyErrors) : undefined
     if (this.errors <= this.c.softErrorLimit) {
       this.push(wire)
@@ -483,12 +490,26 @@ export class Conversation {
       }
       if (cmd._tag === "Quit") return QUIT
       step = this.command(cmd)
+      if (isJunk(cmd) && ++this.junkCommands > c.junkCommandLimit) step = this.penalise(step)
     }
     if (typeof step === "object") return Effect.flatMap(step, this.afterStep)
     const queued = step === undefined ? undefined : this.send(step)
     if (queued !== undefined) return Effect.flatMap(queued, this.checkAuthFailures)
     if (this.authFailures >= c.maxAuthFailures) return Effect.fail(new Close(this.r.tooManyAuthFailures))
     return undefined
+  }
+
+  /** A junk command past the limit: its reply, even a positive one, counts as an error. */
+  penalise(step: Step): Step {
+    if (typeof step === "object") return Effect.flatMap(step, (outcome) => this.asError(outcome))
+    return this.asError(step)
+  }
+
+  asError(reply: Outcome): Effect.Effect<Outcome, Stop> {
+    // A negative reply counts once, as any other (send).
+    if (reply === undefined || isNegative(reply)) return Effect.succeed(reply)
+    const queued = this.countError(reply)
+    return queued === undefined ? Effect.succeed(undefined) : Effect.as(queued, undefined)
   }
 
   /** A session refused by the backend: its reply instead of the greeting, then only QUIT. */

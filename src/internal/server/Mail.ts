@@ -212,7 +212,10 @@ export function finishMessage(
   const final = violation === undefined
     ? replies
     : t.rcpts.slice(0, self.lmtp ? t.rcpts.length : 1).map(() => self.r.error(violation))
-  if (violation === undefined && final.some((x) => !isNegative(x))) self.count(Metrics.messages, 1)
+  if (violation === undefined && final.some((x) => !isNegative(x))) {
+    self.count(Metrics.messages, 1)
+    self.junkCommands = 0
+  }
   self.tx = undefined
   // The outcome of a message is not a protocol error: it never counts towards the error
   // limits (an LMTP message refused for 25 recipients must still get all 25 replies).

@@ -46,3 +46,17 @@ export const mustWait = (cmd: Command.Command, pipelining: boolean, offered: boo
       return !pipelining
   }
 }
+
+/** Commands that move no mail: past `junkCommandLimit` each counts as an error (Postfix's junk commands). */
+export const isJunk = (cmd: Command.Command): boolean => {
+  switch (cmd._tag) {
+    case "Noop":
+    case "Rset":
+    case "Vrfy":
+    case "Expn":
+    case "Help":
+      return true
+    default:
+      return false
+  }
+}
