@@ -637,6 +637,21 @@ export class Conversation {
 
 const QUIT = Symbol("QUIT")
 
+/**
+ * The accepting fiber's context as one flat map, made once for all its connections. A context
+ * deep in overlays (each layer adds some) copies its whole map on every `add` past its depth
+ * limit: three adds per connection would make two copies, kept as long as the connection.
+ */
+let lastParent: Context.Context<never> | undefined
+let lastFlat: Context.Context<never> | undefined
+const flatContext = <R>(parent: Context.Context<R>): Context.Context<R> => {
+  if (parent !== lastParent) {
+    lastParent = parent
+    lastFlat = Context.makeUnsafe(parent.mapUnsafe)
+  }
+  return lastFlat as Context.Context<R>
+}
+
 /** No annotations: the usual parent of a connection's. */
 const isEmpty = (o: object) => {
   for (const _ in o) return false
@@ -654,7 +669,7 @@ export const serve = (
   connection: ConnectionContext
 ): Effect.Effect<void, never, Backend> =>
   Effect.withFiber((fiber) => {
-    const parent = fiber.context as Context.Context<Backend>
+    const parent = flatContext(fiber.context as Context.Context<Backend>)
     const conversation = new Conversation(transport, server, connection, fiber, parent)
     const scope = Scope.makeUnsafe()
     const inherited = fiber.getRef(References.CurrentLogAnnotations)
@@ -665,5 +680,8 @@ export const serve = (
     )
     server.open.add(conversation)
     const conversing = Effect.andThen(Effect.logDebug("connection opened"), conversation.converse(Context.get(parent, Backend), scope))
-    return Effect.provideContext(Effect.onExit(conversing, (exit) => conversation.end(scope, exit)), context)
+    // The whole context, in place of the fiber's (which it extends): providing it would merge
+    // the two, copying every service into a map of its own.
+    const conversed: Effect.Effect<void, never, Connection | Scope.Scope> = Effect.onExit(conversing, (exit) => conversation.end(scope, exit))
+    return Effect.updateContext(conversed, (_: Context.Context<Backend>) => context as Context.Context<Connection | Scope.Scope>)
   })
