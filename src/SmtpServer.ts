@@ -18,7 +18,7 @@ import * as Tracer from "effect/Tracer"
 import { Backend } from "./Backend.ts"
 import { Reply } from "./Reply.ts"
 import * as ServerConfig from "./internal/server/Config.ts"
-import { serve } from "./internal/server/Conversation.ts"
+import { serve, type ServerContext } from "./internal/server/Conversation.ts"
 import * as Metrics from "./internal/server/Metrics.ts"
 import * as ServerReplies from "./internal/server/Replies.ts"
 import * as Watchdog from "./internal/server/Deadlines.ts"
@@ -72,17 +72,29 @@ export const make = Effect.fnUntraced(function*(
   const replies = ServerReplies.make(c)
   // Counters are updated in place, with the server's services (where the metrics registry is).
   const services = yield* Effect.context<never>()
-  const deadlines = yield* Watchdog.make
-  const shutdownHooks = new Set<() => void>()
-  const onShutdown = (f: () => void) => {
-    shutdownHooks.add(f)
-    return () => {
-      shutdownHooks.delete(f)
-    }
-  }
   const perIp = new Map<string, number>()
   let active = 0
   let nextId = 0
+
+  // Spans only where a tracer receives them: the default one keeps them nowhere.
+  const traced = (yield* Effect.withFiber((fiber) => Effect.succeed(fiber.getRef(Tracer.Tracer)))) !== Tracer.nativeTracer
+  const server: ServerContext = {
+    config: c,
+    replies,
+    shutdown,
+    open: new Set(),
+    deadlines: yield* Watchdog.make,
+    traced,
+    release: (conversation) => {
+      active--
+      Metrics.activeConnections.updateUnsafe(-1, services)
+      const ip = conversation.ip
+      if (ip === undefined) return
+      const n = (perIp.get(ip) ?? 1) - 1
+      if (n === 0) perIp.delete(ip)
+      else perIp.set(ip, n)
+    }
+  }
 
   if (c.listen.some((l) => l.implicitTls) && c.tls === undefined) {
     return yield* new TransportError({ reason: "Listen", message: "an implicit TLS listener needs TLS certificates" })
@@ -94,7 +106,7 @@ export const make = Effect.fnUntraced(function*(
   yield* Effect.addFinalizer(() =>
     Effect.gen(function*() {
       yield* shutdown.open
-      for (const f of shutdownHooks) f()
+      for (const conversation of server.open) conversation.onShutdown()
       yield* FiberSet.awaitEmpty(connections).pipe(Effect.timeoutOption(c.timeouts.shutdown))
       yield* FiberSet.clear(connections)
     })
@@ -133,33 +145,20 @@ export const make = Effect.fnUntraced(function*(
     if (ip !== undefined) perIp.set(ip, fromIp + 1)
     const id = (++nextId).toString(36)
     const remote = transport.remoteEndpoint === undefined ? "unknown" : formatEndpoint(transport.remoteEndpoint)
-    const release = () => {
-      active--
-      Metrics.activeConnections.updateUnsafe(-1, services)
-      if (ip === undefined) return
-      const n = (perIp.get(ip) ?? 1) - 1
-      if (n === 0) perIp.delete(ip)
-      else perIp.set(ip, n)
-    }
     Metrics.connections.updateUnsafe(1, services)
     Metrics.activeConnections.updateUnsafe(1, services)
-    const serving = serve(transport, {
-      config: c,
-      replies,
+    const serving = serve(transport, server, {
       id,
+      ip,
       implicitTls: listener.implicitTls,
-      shutdown,
-      onShutdown,
-      deadlines,
       logAnnotations: { connection: id, remote }
-    }).pipe(Effect.onExit(() => Effect.sync(release)))
-    // Spans only where a tracer receives them: the default one keeps them nowhere.
-    return Effect.withFiber((fiber) =>
-      fiber.getRef(Tracer.Tracer) === Tracer.nativeTracer ? serving : Effect.withSpan(serving, "smtp.connection", {
+    })
+    return traced
+      ? Effect.withSpan(serving, "smtp.connection", {
         attributes: { "smtp.connection": id, "net.peer": remote },
         captureStackTrace: false
       })
-    )
+      : serving
   }
 
   const run = FiberSet.run(connections)

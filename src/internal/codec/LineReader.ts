@@ -173,22 +173,28 @@ class Reader implements LineReader {
     this.limit = options.maxLineLength
   }
 
-  readonly fill: Effect.Effect<void, TransportError> = Effect.suspend(() =>
-    Effect.matchEffect(this.transport.read, {
+  // Made once per connection: a read allocates nothing of its own.
+  readonly fill: Effect.Effect<void, TransportError> = Effect.matchEffect(
+    Effect.suspend(() => this.transport.read),
+    {
       onFailure: (e) => this.fail(e),
       onSuccess: (chunk) => {
         if (chunk === undefined) return this.fail(TransportError.closed("connection closed by peer"))
         this.append(chunk)
         return Effect.void
       }
-    })
+    }
   )
 
-  readonly readLine: Effect.Effect<string, TransportError | LineTooLong> = Effect.suspend(() => {
-    const line = this.nextLine()
-    if (line === undefined) return Effect.flatMap(this.fill, () => this.readLine)
-    return typeof line === "string" ? Effect.succeed(line) : Effect.fail(line)
-  })
+  #readLine: Effect.Effect<string, TransportError | LineTooLong> | undefined = undefined
+  // Made on first use: the server side never reads lines this way.
+  get readLine(): Effect.Effect<string, TransportError | LineTooLong> {
+    return this.#readLine ??= Effect.suspend(() => {
+      const line = this.nextLine()
+      if (line === undefined) return Effect.flatMap(this.fill, () => this.readLine)
+      return typeof line === "string" ? Effect.succeed(line) : Effect.fail(line)
+    })
+  }
 
   fail(e: TransportError) {
     this.failure ??= e

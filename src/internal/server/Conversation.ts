@@ -22,7 +22,6 @@ import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as References from "effect/References"
 import * as Scope from "effect/Scope"
-import * as Tracer from "effect/Tracer"
 import {
   Backend,
   Connection,
@@ -34,7 +33,7 @@ import * as Command from "../../Command.ts"
 import * as MailOptions from "../../MailOptions.ts"
 import type * as Sasl from "../../Sasl.ts"
 import * as SmtpError from "../../SmtpError.ts"
-import { type Endpoint, type Transport, TransportError } from "../../Transport.ts"
+import { type Endpoint, type TlsState, type Transport, TransportError } from "../../Transport.ts"
 import * as LineReader from "../codec/LineReader.ts"
 import { connectionSettings, type ResolvedConfig } from "./Config.ts"
 import * as Metrics from "./Metrics.ts"
@@ -50,22 +49,77 @@ import { Close, type Outcome, type Step, type Stop } from "./Step.ts"
 import { redactAuth, traceLog } from "./Trace.ts"
 import * as Xclient from "./Xclient.ts"
 
-export interface ConnectionContext {
+/** What every connection of one server shares: made once, when the server starts. */
+export interface ServerContext {
   readonly config: ResolvedConfig
   readonly replies: ServerReplies
-  readonly id: string
-  readonly implicitTls: boolean
   /** Opens when the server starts shutting down. */
   readonly shutdown: Latch.Latch
   /**
-   * Registers what to do when the server starts shutting down (a connection waiting for a
-   * command outside a transaction is told 421 at once); returns the unregistration.
+   * The connections open now: told when the server starts shutting down (one waiting for a
+   * command outside a transaction is told 421 at once).
    */
-  readonly onShutdown: (f: () => void) => () => void
+  readonly open: Set<Conversation>
   /** The server's deadline keeper: every connection's timeouts. */
   readonly deadlines: Watchdog.Deadlines
+  /** Whether spans are made: only where a tracer receives them. */
+  readonly traced: boolean
+  /** Called once when a connection has ended. */
+  readonly release: (conversation: Conversation) => void
+}
+
+/** What is known of one connection before its conversation starts. */
+export interface ConnectionContext {
+  readonly id: string
+  /** The peer's address, for the per-address limit. */
+  readonly ip: string | undefined
+  readonly implicitTls: boolean
   /** Added to every log line of the connection. */
   readonly logAnnotations: Readonly<Record<string, string>>
+}
+
+/**
+ * What the backend sees of a connection (`Connection`): read through the conversation, since
+ * HELO, AUTH, STARTTLS and XCLIENT change it. Its functions are made on first use: most
+ * backends never call them.
+ */
+class Info implements ConnectionInfo {
+  readonly #conversation: Conversation
+  readonly id: string
+  readonly protocol: "smtp" | "lmtp"
+  readonly proxy: ConnectionInfo["proxy"]
+  #xclient: (() => XclientAttributes | undefined) | undefined = undefined
+  #tls: (() => TlsState | undefined) | undefined = undefined
+  #helo: (() => string | undefined) | undefined = undefined
+  #authenticatedAs: (() => string | undefined) | undefined = undefined
+  constructor(conversation: Conversation, id: string) {
+    this.#conversation = conversation
+    this.id = id
+    this.protocol = conversation.c.protocol
+    this.proxy = conversation.transport.proxy
+  }
+  get localEndpoint() {
+    return this.#conversation.local
+  }
+  get remoteEndpoint() {
+    return this.#conversation.remote
+  }
+  get xclient() {
+    const c = this.#conversation
+    return this.#xclient ??= () => c.xclientAttributes
+  }
+  get tls() {
+    const t = this.#conversation.transport
+    return this.#tls ??= () => t.tls()
+  }
+  get helo() {
+    const c = this.#conversation
+    return this.#helo ??= () => c.helo
+  }
+  get authenticatedAs() {
+    const c = this.#conversation
+    return this.#authenticatedAs ??= () => c.authIdentity
+  }
 }
 
 /** Replies queued before they are written even though more commands are buffered. */
@@ -117,35 +171,40 @@ export class Conversation {
   writeStuck = false
 
   readonly transport: Transport
-  readonly ctx: ConnectionContext
-  readonly watchdog: Watchdog.Watchdog
+  readonly server: ServerContext
+  /** The peer's address as accepted (XCLIENT does not change it): what the per-address limit counts. */
+  readonly ip: string | undefined
+  readonly implicitTls: boolean
+  readonly watchdog: Watchdog.Watchdog & { readonly close: () => void }
   readonly fiber: Fiber.Fiber<unknown, unknown>
   readonly services: Context.Context<never>
   readonly traced: boolean
 
   constructor(
     transport: Transport,
-    ctx: ConnectionContext,
-    watchdog: Watchdog.Watchdog,
+    server: ServerContext,
+    connection: ConnectionContext,
     fiber: Fiber.Fiber<unknown, unknown>,
     services: Context.Context<never>
   ) {
     this.transport = transport
-    this.ctx = ctx
-    this.watchdog = watchdog
+    this.server = server
+    this.implicitTls = connection.implicitTls
+    this.ip = connection.ip
+    this.watchdog = server.deadlines.watchdog()
     this.fiber = fiber
     this.services = services
     // Spans cost a little per transaction: none when no tracer would receive them.
-    this.traced = fiber.getRef(Tracer.Tracer) !== Tracer.nativeTracer
-    const c = ctx.config
+    this.traced = server.traced
+    const c = server.config
     this.c = c
-    this.r = ctx.replies
+    this.r = server.replies
     this.commandTimeout = c.timeouts.command
     this.trace = c.logTraffic ? [] : undefined
     this.lmtp = c.protocol === "lmtp"
     this.reader = LineReader.make(transport, {
       maxLineLength: Math.max(c.maxLineLength, AUTH_LINE_LENGTH),
-      watchdog: { watchdog, onBodyTimeout: this.expireRead }
+      watchdog: { watchdog: this.watchdog, onBodyTimeout: this.expireRead }
     })
     const shared = connectionSettings(c)
     this.bodyDeadline = shared.bodyDeadline
@@ -154,23 +213,7 @@ export class Conversation {
     this.local = transport.localEndpoint
     const peer = transport.remoteEndpoint
     this.xclientAllowed = c.xclient !== undefined && peer?._tag === "Tcp" && c.xclient.contains(peer.host)
-    const self = this
-    this.info = {
-      id: ctx.id,
-      protocol: c.protocol,
-      // Getters: XCLIENT may change them.
-      get localEndpoint() {
-        return self.local
-      },
-      get remoteEndpoint() {
-        return self.remote
-      },
-      proxy: transport.proxy,
-      xclient: () => self.xclientAttributes,
-      tls: () => transport.tls(),
-      helo: () => self.helo,
-      authenticatedAs: () => self.authIdentity
-    }
+    this.info = new Info(this, connection.id)
   }
 
   count(metric: Metric.Metric<number, unknown>, n: number) {
@@ -185,13 +228,11 @@ export class Conversation {
   )
 
   /** A peer too slow to read our replies is just closed: a farewell would only wait again. */
-  readonly expireWrite: Effect.Effect<void> = Effect.sync(() => {
-    this.writeStuck = true
-    this.fiber.interruptUnsafe()
-  })
-
-  readonly disarmWrite = () => {
-    this.watchdog.disarm()
+  expireWrite(): Effect.Effect<void> {
+    return Effect.sync(() => {
+      this.writeStuck = true
+      this.fiber.interruptUnsafe()
+    })
   }
 
   // --- replies ---
@@ -230,8 +271,8 @@ export class Conversation {
   write(out: string): Effect.Effect<void, TransportError> | undefined {
     const written = this.transport.writeUnsafe(out)
     if (Exit.isExit(written)) return Exit.isSuccess(written) ? undefined : written
-    this.watchdog.arm(this.c.timeouts.write, this.expireWrite)
-    return Effect.map(written, this.disarmWrite)
+    this.watchdog.arm(this.c.timeouts.write, this.expireWrite())
+    return Effect.map(written, () => this.watchdog.disarm())
   }
 
   /** Logs what the trace holds, in order. */
@@ -246,7 +287,10 @@ export class Conversation {
     this.trace!.push("C" + redactAuth(line))
   }
 
-  readonly flushEffect: Effect.Effect<void, TransportError> = Effect.suspend(() => this.flush() ?? Effect.void)
+  /** `flush` as an Effect. */
+  get flushEffect(): Effect.Effect<void, TransportError> {
+    return Effect.suspend(() => this.flush() ?? Effect.void)
+  }
 
   /** Queues a reply; negative replies count towards the error limits. */
   send(wire: string): Effect.Effect<void, Close | TransportError> | undefined {
@@ -401,9 +445,9 @@ export class Conversation {
     while (true) {
       if (this.pendingCount >= MAX_QUEUED_REPLIES || !reader.hasBufferedLine()) {
         const flushed = this.flush()
-        if (flushed !== undefined) return Effect.flatMap(flushed, this.loop)
+        if (flushed !== undefined) return Effect.flatMap(flushed, () => this.next())
       }
-      if (this.ctx.shutdown.isOpen() && this.tx === undefined) return Effect.fail(new Close(this.r.shuttingDown))
+      if (this.server.shutdown.isOpen() && this.tx === undefined) return Effect.fail(new Close(this.r.shuttingDown))
       const line = reader.nextLine()
       if (line === undefined) {
         // An over-long command line is refused as soon as it is, not once (if ever) its LF comes.
@@ -434,21 +478,26 @@ export class Conversation {
     }
   }
 
-  readonly loop = (): Effect.Effect<void, Stop> => this.next()
-
   readonly afterFill = (): Effect.Effect<void, Stop> => {
     this.idle = false
     return this.next()
   }
 
-  readonly afterStep = (outcome: Outcome): Effect.Effect<void, Stop> => {
+  afterStep(outcome: Outcome): Effect.Effect<void, Stop> {
     const queued = outcome === undefined ? undefined : this.send(outcome)
-    if (queued !== undefined) return Effect.flatMap(queued, this.checkAuthFailures)
+    if (queued !== undefined) return Effect.flatMap(queued, () => this.checkAuthFailures())
     return this.checkAuthFailures()
   }
 
-  readonly checkAuthFailures = (): Effect.Effect<void, Stop> =>
-    this.authFailures >= this.c.maxAuthFailures ? Effect.fail(new Close(this.r.tooManyAuthFailures)) : this.next()
+  checkAuthFailures(): Effect.Effect<void, Stop> {
+    return this.authFailures >= this.c.maxAuthFailures ? Effect.fail(new Close(this.r.tooManyAuthFailures)) : this.next()
+  }
+
+  /** What follows a handler's Effect: made once per connection, on first use. */
+  #afterStep: ((outcome: Outcome) => Effect.Effect<void, Stop>) | undefined = undefined
+  get afterStepFn() {
+    return this.#afterStep ??= (outcome) => this.afterStep(outcome)
+  }
 
   /**
    * Handles one line: `undefined` when it is answered and the loop goes on, QUIT, or the rest
@@ -492,9 +541,9 @@ export class Conversation {
       step = this.command(cmd)
       if (isJunk(cmd) && ++this.junkCommands > c.junkCommandLimit) step = this.penalise(step)
     }
-    if (typeof step === "object") return Effect.flatMap(step, this.afterStep)
+    if (typeof step === "object") return Effect.flatMap(step, this.afterStepFn)
     const queued = step === undefined ? undefined : this.send(step)
-    if (queued !== undefined) return Effect.flatMap(queued, this.checkAuthFailures)
+    if (queued !== undefined) return Effect.flatMap(queued, () => this.checkAuthFailures())
     if (this.authFailures >= c.maxAuthFailures) return Effect.fail(new Close(this.r.tooManyAuthFailures))
     return undefined
   }
@@ -519,7 +568,7 @@ export class Conversation {
   }
 
   /** The greeting, then the conversation. */
-  readonly greet = (): Effect.Effect<void, Stop> => {
+  greet(): Effect.Effect<void, Stop> {
     this.push(this.refusal ?? this.r.greeting)
     return this.next()
   }
@@ -539,7 +588,7 @@ export class Conversation {
   run(): Effect.Effect<void> {
     const delay = this.c.greetingDelay
     // (Not after implicit TLS: a client may send its first command with the end of the handshake.)
-    const conversation = Duration.isZero(delay) || this.ctx.implicitTls || this.refusal !== undefined
+    const conversation = Duration.isZero(delay) || this.implicitTls || this.refusal !== undefined
       ? this.greet()
       : this.greetLate(delay)
     return conversation.pipe(
@@ -566,6 +615,21 @@ export class Conversation {
       Effect.logError("connection failed with a defect", cause),
       this.farewell(this.r.internalError)
     )
+  }
+
+  /** After the conversation: the session's finalizers run before the connection closes. */
+  end(scope: Scope.Closeable, exit: Exit.Exit<unknown, unknown>): Effect.Effect<void> {
+    this.server.open.delete(this)
+    this.watchdog.close()
+    return Scope.close(scope, exit).pipe(
+      Effect.ensuring(this.transport.close),
+      Effect.ensuring(Effect.andThen(Effect.logDebug("connection closed"), Effect.sync(() => this.server.release(this))))
+    )
+  }
+
+  /** The server is shutting down: an idle peer's next command is not waited for. */
+  onShutdown() {
+    if (this.idle) this.fiber.interruptUnsafe()
   }
 
   /** Opens the session, then converses; a session the backend refuses gets its refusal, then only QUIT. */
@@ -595,34 +659,50 @@ export class Conversation {
 const QUIT = Symbol("QUIT")
 
 /**
+ * The accepting fiber's context as one flat map, made once for all its connections. A context
+ * deep in overlays (each layer adds some) copies its whole map on every `add` past its depth
+ * limit: three adds per connection would make two copies, kept as long as the connection.
+ */
+let lastParent: Context.Context<never> | undefined
+let lastFlat: Context.Context<never> | undefined
+const flatContext = <R>(parent: Context.Context<R>): Context.Context<R> => {
+  if (parent !== lastParent) {
+    lastParent = parent
+    lastFlat = Context.makeUnsafe(parent.mapUnsafe)
+  }
+  return lastFlat as Context.Context<R>
+}
+
+/** No annotations: the usual parent of a connection's. */
+const isEmpty = (o: object) => {
+  for (const _ in o) return false
+  return true
+}
+
+/**
  * Serves one accepted connection until it ends; never fails. The connection's services (its
  * scope, `Connection`, log annotations) are added to the fiber's context at once, and one
  * finalizer ends it: an idle connection holds as little as can be.
  */
-export const serve = (transport: Transport, ctx: ConnectionContext): Effect.Effect<void, never, Backend> =>
+export const serve = (
+  transport: Transport,
+  server: ServerContext,
+  connection: ConnectionContext
+): Effect.Effect<void, never, Backend> =>
   Effect.withFiber((fiber) => {
-    const parent = fiber.context as Context.Context<Backend>
-    const watchdog = ctx.deadlines.watchdog()
-    const conversation = new Conversation(transport, ctx, watchdog, fiber, parent)
+    const parent = flatContext(fiber.context as Context.Context<Backend>)
+    const conversation = new Conversation(transport, server, connection, fiber, parent)
     const scope = Scope.makeUnsafe()
+    const inherited = fiber.getRef(References.CurrentLogAnnotations)
     const context = Context.add(
       Context.add(Context.add(parent, Scope.Scope, scope), Connection, conversation.info),
       References.CurrentLogAnnotations,
-      { ...fiber.getRef(References.CurrentLogAnnotations), ...ctx.logAnnotations }
+      isEmpty(inherited) ? connection.logAnnotations : { ...inherited, ...connection.logAnnotations }
     )
-    // Shutdown does not wait for an idle peer's next command (inside a transaction, the loop
-    // answers 421 once the transaction is over).
-    const unregister = ctx.onShutdown(() => {
-      if (conversation.idle) fiber.interruptUnsafe()
-    })
+    server.open.add(conversation)
     const conversing = Effect.andThen(Effect.logDebug("connection opened"), conversation.converse(Context.get(parent, Backend), scope))
-    return Effect.provideContext(
-      Effect.onExit(conversing, (exit) => {
-        unregister()
-        watchdog.close()
-        // The session's finalizers run before the connection closes.
-        return Scope.close(scope, exit).pipe(Effect.ensuring(transport.close), Effect.ensuring(Effect.logDebug("connection closed")))
-      }),
-      context
-    )
+    // The whole context, in place of the fiber's (which it extends): providing it would merge
+    // the two, copying every service into a map of its own.
+    const conversed: Effect.Effect<void, never, Connection | Scope.Scope> = Effect.onExit(conversing, (exit) => conversation.end(scope, exit))
+    return Effect.updateContext(conversed, (_: Context.Context<Backend>) => context as Context.Context<Connection | Scope.Scope>)
   })

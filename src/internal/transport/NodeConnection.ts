@@ -46,6 +46,33 @@ export const makeConn = (socket: net.Socket, role: "server" | "client", options:
   new NodeConnection(socket, role, options)
 
 
+/** The connection a socket's events belong to: one set of listener functions serves every socket. */
+const kConnection = Symbol("effect-smtp/NodeConnection")
+type Owned = net.Socket & { [kConnection]?: NodeConnection }
+const owner = (s: net.Socket): NodeConnection | undefined => (s as Owned)[kConnection]
+
+// Node calls a listener with the socket as `this`. Each connection listens through these shared
+// functions rather than through closures of its own: a server holds thousands of connections.
+// 'error' and 'close' listeners stay on a socket for its life (an 'error' without a listener
+// crashes the process); they act only for the socket the connection currently reads from.
+function onSocketData(this: net.Socket, chunk: Buffer) {
+  owner(this)?.onData(chunk)
+}
+function onSocketEnd(this: net.Socket) {
+  const c = owner(this)
+  if (c !== undefined && c.attached === this) c.onEnd()
+}
+function onSocketError(this: net.Socket, cause: unknown) {
+  const c = owner(this)
+  if (c !== undefined && c.attached === this) c.onError(cause)
+}
+function onSocketClose(this: net.Socket) {
+  const c = owner(this)
+  if (c === undefined) return
+  if (c.attached === this) c.onClose()
+  if (c.raw === this) c.onRawClose()
+}
+
 /**
  * One connection, as an object rather than a closure per operation: a server holds thousands
  * of them. The Transport's functions are own properties (a copy made with `{ ...transport }`
@@ -62,17 +89,22 @@ export class NodeConnection implements Transport {
   // It is undefined while a handshake runs and after one failed: no byte read before an
   // upgrade can come out of a read after it, and nothing is written in plaintext by mistake.
   current: net.Socket | undefined
+  // The socket whose 'end', 'error' and 'close' count (`current`, but also a failed one's).
+  attached: net.Socket | undefined = undefined
   secure: tls.TLSSocket | undefined = undefined
   tlsState: TlsState | undefined = undefined
   waiter: Resume<Uint8Array | undefined> | undefined = undefined
   // Chunks no read has taken yet, oldest first (rarely more than one).
-  ahead: Array<Buffer> = []
+  ahead: Array<Buffer> | undefined = undefined
   aheadBytes = 0
   pausedAhead = false
   // A 'data' listener is on `current`: set by the first read, kept across a TLS upgrade.
   flowing = false
   failure: TransportError | undefined = undefined
-  // The socket closed: a failure too, built (with its stack trace) only when something fails with it.
+  // What the socket failed with, made into a TransportError only when something fails with it
+  // (a peer that resets the connection is routine).
+  errorCause: unknown = undefined
+  // The socket closed: a failure too, built only when something fails with it.
   peerClosed = false
   eof = false
   closing = false
@@ -90,12 +122,11 @@ export class NodeConnection implements Transport {
     raw.setNoDelay(true)
     this.closeTimeoutMillis = options.closeTimeout === undefined ? 2000 : Duration.toMillis(options.closeTimeout)
     // A Unix socket has neither address nor port (and the client end has no path).
-    const unix = raw.remoteAddress === undefined && raw.remotePort === undefined
+    const unix = options.remoteEndpoint === undefined && raw.remoteAddress === undefined && raw.remotePort === undefined
     this.localEndpoint = options.localEndpoint ?? (unix ? undefined : tcpEndpoint(raw.localAddress, raw.localPort))
     this.remoteEndpoint = options.remoteEndpoint ?? (unix ? undefined : tcpEndpoint(raw.remoteAddress, raw.remotePort))
-    // An 'error' without a listener crashes the process, whatever state we are in.
-    raw.on("error", ignore)
-    raw.once("close", this.onRawClose)
+    ;(raw as Owned)[kConnection] = this
+    raw.on("error", onSocketError).on("close", onSocketClose)
     if (isTlsSocket(raw)) {
       this.secure = raw
       this.tlsState = readTlsState(raw)
@@ -109,7 +140,7 @@ export class NodeConnection implements Transport {
     if (this.waiter !== undefined) {
       return Effect.fail(new TransportError({ reason: "Read", message: "another read is already pending" }))
     }
-    if (this.ahead.length > 0 && !this.closing) return Effect.succeed(this.takeAhead())
+    if (this.aheadBytes > 0 && !this.closing) return Effect.succeed(this.takeAhead())
     return this.awaitChunk
   })
 
@@ -147,12 +178,15 @@ export class NodeConnection implements Transport {
   // --- reading ---
 
   currentFailure(): TransportError | undefined {
-    if (this.failure === undefined && this.peerClosed) this.failure = closedByPeer()
+    if (this.failure === undefined) {
+      if (this.errorCause !== undefined) this.failure = socketError(this.errorCause, "Read")
+      else if (this.peerClosed) this.failure = closedByPeer()
+    }
     return this.failure
   }
 
   takeAhead(): Buffer {
-    const ahead = this.ahead
+    const ahead = this.ahead!
     const chunk = ahead.length === 1 ? ahead.pop()! : ahead.shift()!
     this.aheadBytes -= chunk.length
     if (this.pausedAhead && this.aheadBytes < READ_AHEAD) {
@@ -166,7 +200,7 @@ export class NodeConnection implements Transport {
     if (this.waiter === undefined) return
     let result: Effect.Effect<Uint8Array | undefined, TransportError> | undefined
     if (this.closing) result = Effect.fail(closedLocally())
-    else if (this.ahead.length > 0) result = Effect.succeed(this.takeAhead())
+    else if (this.aheadBytes > 0) result = Effect.succeed(this.takeAhead())
     else if (this.eof && this.current !== undefined) result = Effect.succeed(undefined)
     else {
       const f = this.currentFailure()
@@ -187,19 +221,20 @@ export class NodeConnection implements Transport {
     if (!this.flowing) {
       this.flowing = true
       // (a socket accepted with pauseOnConnect does not start flowing on its own)
-      this.current?.on("data", this.onData).resume()
+      this.current?.on("data", onSocketData).resume()
     }
     this.wake()
     return this.waiter === resume ? this.cancelRead : undefined // undefined: resumed synchronously
   })
 
-  readonly onData = (chunk: Buffer) => {
+  onData(chunk: Buffer) {
     const waiter = this.waiter
-    if (waiter !== undefined && this.ahead.length === 0 && !this.closing) {
+    if (waiter !== undefined && this.aheadBytes === 0 && !this.closing) {
       this.waiter = undefined
       return waiter(Effect.succeed(chunk))
     }
-    this.ahead.push(chunk)
+    if (chunk.length === 0) return
+    ;(this.ahead ??= []).push(chunk)
     this.aheadBytes += chunk.length
     if (this.aheadBytes >= READ_AHEAD && !this.pausedAhead) {
       this.pausedAhead = true
@@ -207,22 +242,22 @@ export class NodeConnection implements Transport {
     }
   }
 
-  readonly onEnd = () => {
+  onEnd() {
     this.eof = true
     this.wake()
   }
 
-  readonly onError = (cause: unknown) => {
-    if (this.failure === undefined && !this.peerClosed) this.failure = socketError(cause, "Read")
+  onError(cause: unknown) {
+    if (this.failure === undefined && this.errorCause === undefined && !this.peerClosed) this.errorCause = cause ?? "error"
     this.wake()
   }
 
-  readonly onClose = () => {
+  onClose() {
     this.peerClosed = true
     this.wake()
   }
 
-  readonly onRawClose = () => {
+  onRawClose() {
     this.closed = true
     const waiters = this.closeWaiters
     if (waiters === undefined) return
@@ -236,14 +271,19 @@ export class NodeConnection implements Transport {
    */
   unread(bytes: Uint8Array) {
     if (bytes.length === 0) return
-    this.ahead.unshift(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length))
+    ;(this.ahead ??= []).unshift(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length))
     this.aheadBytes += bytes.length
   }
 
   attach(s: net.Socket) {
-    s.on("end", this.onEnd).on("error", this.onError).on("close", this.onClose)
+    this.attached = s
+    if (s !== this.raw) {
+      ;(s as Owned)[kConnection] = this
+      s.on("error", onSocketError).on("close", onSocketClose)
+    }
+    s.on("end", onSocketEnd)
     // Reading starts with the first read.
-    if (this.flowing) s.on("data", this.onData).resume()
+    if (this.flowing) s.on("data", onSocketData).resume()
   }
 
   /**
@@ -251,12 +291,13 @@ export class NodeConnection implements Transport {
    * Node hands it to the TLS engine (an early ClientHello is kept, injected plaintext fails).
    */
   detach(s: net.Socket) {
-    s.off("data", this.onData).off("end", this.onEnd).off("error", this.onError).off("close", this.onClose)
+    s.off("data", onSocketData).off("end", onSocketEnd)
+    this.attached = undefined
     s.pause()
     this.pausedAhead = false
     const ahead = this.ahead
-    for (let i = ahead.length - 1; i >= 0; i--) s.unshift(ahead[i]!)
-    this.ahead = []
+    if (ahead !== undefined) for (let i = ahead.length - 1; i >= 0; i--) s.unshift(ahead[i]!)
+    this.ahead = undefined
     this.aheadBytes = 0
   }
 
@@ -391,8 +432,9 @@ export class NodeConnection implements Transport {
     // sends until it closes too. Destroying a socket with unread input makes the kernel send a
     // reset, which can destroy our final reply (a 421, a 500) before the peer has read it.
     s.once("finish", () => {
-      s.off("data", this.onData)
-      this.ahead = []
+      s.off("data", onSocketData)
+      this.ahead = undefined
+      this.aheadBytes = 0
       s.on("data", ignore)
       s.once("end", destroyAll)
       s.resume()

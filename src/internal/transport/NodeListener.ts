@@ -250,7 +250,6 @@ const makeAcceptor = (options: ListenOptions) =>
 
     const onSocket = (socket: net.Socket) => {
       if (!accepting) return void socket.destroy()
-      socket.on("error", ignore)
       const endpoints: MakeOptions = bound._tag === "Unix"
         ? { localEndpoint: bound }
         : { localEndpoint: tcpEndpoint(socket.localAddress, socket.localPort), remoteEndpoint: tcpEndpoint(socket.remoteAddress, socket.remotePort) }
@@ -258,6 +257,7 @@ const makeAcceptor = (options: ListenOptions) =>
         if (!accepting || !Queue.offerUnsafe(queue, makeConn(socket, "server", endpoints))) socket.destroy()
         return
       }
+      socket.on("error", ignore) // until a transport adds its own listener
       if (pending.size >= maxPending) return void socket.destroy()
       if (proxyAcceptor !== undefined) return acceptProxied(proxyAcceptor, socket, endpoints)
       const cancel = serverHandshake(socket, tlsOptions!, (result) => {
