@@ -18,7 +18,7 @@ import type { Reply } from "../../Reply.ts"
 import { SmtpError } from "../../SmtpError.ts"
 import { type Transport, TransportError } from "../../Transport.ts"
 import type { ResolvedClientConfig, ResolvedTimeouts } from "./Config.ts"
-import type { Extensions } from "./Envelope.ts"
+import { CheckedAddresses, type Extensions } from "./Envelope.ts"
 import { type ClientError, SmtpClientError, SmtpProtocolError } from "./Errors.ts"
 import * as Wire from "./Wire.ts"
 
@@ -72,6 +72,7 @@ export class Session {
   readonly lmtp: boolean
   localName: string
   extensions: Extensions = new Map()
+  readonly addresses = new CheckedAddresses()
   authenticatedWith: string | undefined
   tx: Transaction | undefined
   /** The first error that ended the conversation. */
