@@ -13,6 +13,7 @@ import * as Stream from "effect/Stream"
 import type { TransportError } from "../../Transport.ts"
 import { DotEncoder, wordsOf, wordStartOf } from "../codec/DotCodec.ts"
 import * as Slab from "./Slab.ts"
+import { exitOf } from "./Wire.ts"
 
 /**
  * A message: text (sent as UTF-8), bytes, or a stream of bytes. Bytes that need no change
@@ -139,8 +140,9 @@ const writeEach = (next: () => Uint8Array | undefined, write: Write, timeout: Du
       const piece = next()
       if (piece === undefined) return Effect.void
       const w = write(piece, timeout)
-      if (!Exit.isExit(w)) return Effect.flatMap(w, loop)
-      if (Exit.isFailure(w)) return w
+      const done = exitOf(w)
+      if (done === undefined) return Effect.flatMap(w, loop)
+      if (Exit.isFailure(done)) return done
     }
   }
   return Effect.suspend(loop)

@@ -170,8 +170,12 @@ const dataBody = <E, R>(
   recipients: number
 ): Effect.Effect<ReadonlyArray<Reply>, ClientError | E, R> => {
   if (typeof body === "object" && "wire" in body) {
-    // In memory: only the connection can fail, and that ends it anyway.
-    return chain(ClientBody.writePreparedData(body, s.wire.send, s.t.dataBlock), () => finalReplies(s, recipients))
+    // In memory: only the connection can fail, and that ends it anyway. A small body is one
+    // write, made now (this runs once the 354 is in).
+    const written = body.wire !== undefined
+      ? s.wire.send(body.wire, s.t.dataBlock)
+      : ClientBody.writePreparedData(body, s.wire.send, s.t.dataBlock)
+    return chain(written, () => finalReplies(s, recipients))
   }
   return ClientBody.writeDataBody(body, s.wire.send, s.t.dataBlock).pipe(
     Effect.tapError((e) =>

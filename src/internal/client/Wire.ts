@@ -37,6 +37,22 @@ export interface Wire {
   readonly reply: (timeout: Duration.Duration, what: string) => Effect.Effect<Reply.Reply, TransportError | SmtpProtocolError>
   /** Drops buffered bytes (what a server sent after its 220 to STARTTLS) and says how many. */
   readonly discardBuffered: () => number
+  /** Replies read so far that were not 421. */
+  readonly progress: () => number
+}
+
+// Effect's two kinds of Exit, told apart by prototype: `Exit.isExit` looks a symbol up along
+// the prototype chain of whatever it is given, a cost paid for every step of every command.
+const SUCCESS = Object.getPrototypeOf(Exit.void)
+const FAILURE = Object.getPrototypeOf(Exit.fail(undefined))
+
+/**
+ * The `Exit` `eff` is, when it is one already (done, nothing to run). An Exit made some other
+ * way than by `Exit.succeed` and `Exit.fail*` would be run like any Effect: slower, still correct.
+ */
+export const exitOf = <A, E, R>(eff: Effect.Effect<A, E, R>): Exit.Exit<A, E> | undefined => {
+  const proto = Object.getPrototypeOf(eff)
+  return proto === SUCCESS || proto === FAILURE ? eff as unknown as Exit.Exit<A, E> : undefined
 }
 
 const malformed = (message: string, line?: string) =>
@@ -181,7 +197,7 @@ export const make = (
 
     const sendNow = (data: string | Uint8Array, timeout: Duration.Duration): Effect.Effect<void, TransportError> => {
       const written = transport.writeUnsafe(data)
-      if (Exit.isExit(written)) return written
+      if (exitOf(written) !== undefined) return written
       const ticket = deadlines.arm(timeout)
       return Effect.matchEffect(written, {
         onSuccess: () => {
@@ -244,8 +260,13 @@ export const make = (
       }
       return r
     }
-    const logged = (r: Exit.Exit<Reply.Reply, SmtpProtocolError>) =>
-      log && Exit.isSuccess(r) ? Effect.andThen(logReceived(r.value), r) : r
+    let progress = 0
+    // Every reply comes out here: counted, and logged when asked.
+    const logged = (r: Exit.Exit<Reply.Reply, SmtpProtocolError>) => {
+      if (Exit.isFailure(r)) return r
+      if (r.value.code !== 421) progress++
+      return log ? Effect.andThen(logReceived(r.value), r) : r
+    }
 
     const reply = (timeout: Duration.Duration, what: string): Effect.Effect<Reply.Reply, TransportError | SmtpProtocolError> => {
       const buffered = take()
@@ -268,7 +289,14 @@ export const make = (
       return waiting
     }
 
-    return { transport, send, write, reply, discardBuffered: () => reader.discardBuffered() } satisfies Wire
+    return {
+      transport,
+      send,
+      write,
+      reply,
+      discardBuffered: () => reader.discardBuffered(),
+      progress: () => progress
+    } satisfies Wire
   })
 
 /** A command line as it goes on the wire: CR, LF and NUL are refused whatever their origin. */
