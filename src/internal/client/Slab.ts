@@ -17,7 +17,7 @@ let slab = new Uint8Array(0)
 let used = 0
 
 /** A new buffer of `size` bytes (its contents unspecified: the caller fills all of it). */
-export const alloc = (size: number): Uint8Array => {
+const alloc = (size: number): Uint8Array => {
   if (size > MAX_FROM_SLAB) return new Uint8Array(size)
   if (used + size > slab.length) {
     slab = new Uint8Array(SLAB_BYTES)
