@@ -12,6 +12,8 @@ import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import type { TransportError } from "../../Transport.ts"
 import { DotEncoder, wordsOf, wordStartOf } from "../codec/DotCodec.ts"
+import * as Slab from "./Slab.ts"
+import { exitOf } from "./Wire.ts"
 
 /**
  * A message: text (sent as UTF-8), bytes, or a stream of bytes. Bytes that need no change
@@ -126,13 +128,6 @@ const concat = (parts: ReadonlyArray<Uint8Array>, size: number): Uint8Array => {
   return out
 }
 
-const concat2 = (a: Uint8Array, b: Uint8Array): Uint8Array => {
-  const out = new Uint8Array(a.length + b.length)
-  out.set(a, 0)
-  out.set(b, a.length)
-  return out
-}
-
 type Write = (bytes: Uint8Array, timeout: Duration.Duration) => Effect.Effect<void, TransportError>
 
 /**
@@ -145,8 +140,9 @@ const writeEach = (next: () => Uint8Array | undefined, write: Write, timeout: Du
       const piece = next()
       if (piece === undefined) return Effect.void
       const w = write(piece, timeout)
-      if (!Exit.isExit(w)) return Effect.flatMap(w, loop)
-      if (Exit.isFailure(w)) return w
+      const done = exitOf(w)
+      if (done === undefined) return Effect.flatMap(w, loop)
+      if (Exit.isFailure(done)) return done
     }
   }
   return Effect.suspend(loop)
@@ -171,7 +167,7 @@ export const prepareData = (bytes: Uint8Array): PreparedData => {
   const dots = new DotEncoder()
   if (bytes.length <= ENCODE_WINDOW) {
     const encoded = dots.encode(bytes)
-    const wire = concat2(encoded, dots.end())
+    const wire = Slab.concat(encoded, dots.end())
     return { size: bytes.length + dots.added, bytes, wire, tail: undefined }
   }
   for (let at = 0; at < bytes.length; at += ENCODE_WINDOW) dots.encode(bytes.subarray(at, at + ENCODE_WINDOW))
@@ -270,11 +266,7 @@ export const wholeChunk = (bytes: Uint8Array, options: { readonly binary: boolea
   const crlf = new CrlfNormalizer()
   const head = crlf.push(bytes)
   const pending = crlf.end()
-  if (pending.length === 0) return head
-  const out = new Uint8Array(head.length + pending.length)
-  out.set(head, 0)
-  out.set(pending, head.length)
-  return out
+  return pending.length === 0 ? head : Slab.concat(head, pending)
 }
 
 /** Turns lone CR and lone LF into CRLF, across chunk boundaries. */

@@ -65,6 +65,27 @@ const parseAddress = (text: string, role: "sender" | "recipient"): Result.Result
   return Result.succeed(r.success)
 }
 
+/** Addresses remembered per connection, in each role. */
+const REMEMBERED_ADDRESSES = 64
+
+/**
+ * The addresses one connection has checked: a client sends from and to the same few again
+ * and again, and each is parsed once (the first `REMEMBERED_ADDRESSES` of each role).
+ */
+export class CheckedAddresses {
+  private readonly senders = new Map<string, Result.Result<Address.Address, SmtpClientError>>()
+  private readonly recipients = new Map<string, Result.Result<Address.Address, SmtpClientError>>()
+
+  check(text: string, role: "sender" | "recipient"): Result.Result<Address.Address, SmtpClientError> {
+    const known = role === "sender" ? this.senders : this.recipients
+    const seen = known.get(text)
+    if (seen !== undefined) return seen
+    const r = parseAddress(text, role)
+    if (Result.isSuccess(r) && known.size < REMEMBERED_ADDRESSES) known.set(text, r)
+    return r
+  }
+}
+
 export interface MailCommand {
   readonly line: string
   readonly smtputf8: boolean
@@ -78,11 +99,12 @@ export interface MailCommand {
 export const mailCommand = (
   from: string | null,
   options: MailOptions.MailOptions,
-  extensions: Extensions
+  extensions: Extensions,
+  addresses: CheckedAddresses
 ): Result.Result<MailCommand, SmtpClientError> => {
   let address: Address.Address | null = null
   if (from !== null) {
-    const parsed = parseAddress(from, "sender")
+    const parsed = addresses.check(from, "sender")
     if (Result.isFailure(parsed)) return Result.fail(parsed.failure)
     address = parsed.success
   }
@@ -134,9 +156,10 @@ export const rcptCommand = (
   to: string,
   options: MailOptions.RcptOptions,
   extensions: Extensions,
-  smtputf8: boolean
+  smtputf8: boolean,
+  addresses: CheckedAddresses
 ): Result.Result<RcptCommand, SmtpClientError> => {
-  const parsed = parseAddress(to, "recipient")
+  const parsed = addresses.check(to, "recipient")
   if (Result.isFailure(parsed)) return Result.fail(parsed.failure)
   const address = parsed.success
   if (!smtputf8 && Address.isUtf8(address)) {

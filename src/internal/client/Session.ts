@@ -18,9 +18,10 @@ import type { Reply } from "../../Reply.ts"
 import { SmtpError } from "../../SmtpError.ts"
 import { type Transport, TransportError } from "../../Transport.ts"
 import type { ResolvedClientConfig, ResolvedTimeouts } from "./Config.ts"
-import type { Extensions } from "./Envelope.ts"
+import { CheckedAddresses, type Extensions } from "./Envelope.ts"
 import { type ClientError, SmtpClientError, SmtpProtocolError } from "./Errors.ts"
 import * as Wire from "./Wire.ts"
+import { exitOf } from "./Wire.ts"
 
 /** The open transaction: what MAIL FROM set, and the recipients accepted so far. */
 export interface Transaction {
@@ -46,9 +47,7 @@ export const expect = (reply: Reply, ok: (code: number) => boolean, what: string
     ? Exit.fail(SmtpError.fromReply(reply))
     : Exit.fail(unexpected(reply, what))
 
-/** The `Exit` `eff` is, when it is one already (done, nothing to run). */
-export const exitOf = <A, E, R>(eff: Effect.Effect<A, E, R>): Exit.Exit<A, E> | undefined =>
-  Exit.isExit(eff) ? eff as unknown as Exit.Exit<A, E> : undefined
+export { exitOf } from "./Wire.ts"
 
 /** A failed `Exit`, as the failure of any type. */
 export const failure = <E>(exit: Exit.Failure<unknown, E>): Exit.Exit<never, E> => exit as unknown as Exit.Exit<never, E>
@@ -72,14 +71,13 @@ export class Session {
   readonly lmtp: boolean
   localName: string
   extensions: Extensions = new Map()
+  readonly addresses = new CheckedAddresses()
   authenticatedWith: string | undefined
   tx: Transaction | undefined
   /** The first error that ended the conversation. */
   broken: ClientError | undefined
   /** QUIT was said (or tried). */
   closed = false
-  /** Replies read so far that were not 421: unchanged across a failed send, nothing was done. */
-  progress = 0
   private readonly lock = Semaphore.makeUnsafe(1)
   readonly transport: Transport
   readonly wire: Wire.Wire
@@ -122,16 +120,12 @@ export class Session {
 
   /** The next reply. */
   reply(timeout: Duration.Duration, what: string): Effect.Effect<Reply, TransportError | SmtpProtocolError> {
-    const r = this.wire.reply(timeout, what)
-    const done = exitOf(r)
-    if (done !== undefined) {
-      if (Exit.isSuccess(done) && done.value.code !== 421) this.progress++
-      return done
-    }
-    return Effect.map(r, (reply) => {
-      if (reply.code !== 421) this.progress++
-      return reply
-    })
+    return this.wire.reply(timeout, what)
+  }
+
+  /** Replies read so far that were not 421: unchanged across a failed send, nothing was done. */
+  get progress(): number {
+    return this.wire.progress()
   }
 
   /** Writes a line (CR, LF and NUL refused), then reads its reply. */

@@ -16,6 +16,7 @@ import { SmtpError } from "../../SmtpError.ts"
 import { TransportError } from "../../Transport.ts"
 import * as ClientBody from "./Body.ts"
 import * as Envelope from "./Envelope.ts"
+import * as Slab from "./Slab.ts"
 import {
   type ClientError,
   invalidArgument,
@@ -106,15 +107,7 @@ const checkChunkSize = (size: number | undefined): Result.Result<number, SmtpCli
 
 const bdatHeader = (chunk: ClientBody.Chunk) => `BDAT ${chunk.bytes.length}${chunk.last ? " LAST" : ""}\r\n`
 
-const textEncoder = new TextEncoder()
-
-const withPrefix = (prefix: string, bytes: Uint8Array): Uint8Array => {
-  const head = textEncoder.encode(prefix)
-  const out = new Uint8Array(head.length + bytes.length)
-  out.set(head, 0)
-  out.set(bytes, head.length)
-  return out
-}
+const withPrefix = Slab.withText
 
 /** What the traffic log shows for a write of commands followed by message bytes. */
 const shownWith = (commands: string, bytes: number) =>
@@ -125,7 +118,7 @@ const fromReply = (r: Reply): Exit.Exit<never, SmtpError> => Exit.fail(SmtpError
 // --- the commands one by one ---
 
 export const mail = (s: Session, from: string | null, options: MailOptions.MailOptions): Effect.Effect<Reply, ClientError> => {
-  const m = Envelope.mailCommand(from, options, s.extensions)
+  const m = Envelope.mailCommand(from, options, s.extensions, s.addresses)
   if (Result.isFailure(m)) return Exit.fail(m.failure)
   return chain(s.wire.send(m.success.line, s.t.mail), () =>
     chain(s.reply(s.t.mail, "MAIL FROM"), (r) => {
@@ -136,7 +129,7 @@ export const mail = (s: Session, from: string | null, options: MailOptions.MailO
 }
 
 export const rcpt = (s: Session, to: string, options: MailOptions.RcptOptions): Effect.Effect<Reply, ClientError> => {
-  const c = Envelope.rcptCommand(to, options, s.extensions, s.tx?.smtputf8 ?? false)
+  const c = Envelope.rcptCommand(to, options, s.extensions, s.tx?.smtputf8 ?? false, s.addresses)
   if (Result.isFailure(c)) return Exit.fail(c.failure)
   return chain(s.wire.send(c.success.line, s.t.rcpt), () =>
     chain(s.reply(s.t.rcpt, "RCPT TO"), (r) => {
@@ -177,8 +170,12 @@ const dataBody = <E, R>(
   recipients: number
 ): Effect.Effect<ReadonlyArray<Reply>, ClientError | E, R> => {
   if (typeof body === "object" && "wire" in body) {
-    // In memory: only the connection can fail, and that ends it anyway.
-    return chain(ClientBody.writePreparedData(body, s.wire.send, s.t.dataBlock), () => finalReplies(s, recipients))
+    // In memory: only the connection can fail, and that ends it anyway. A small body is one
+    // write, made now (this runs once the 354 is in).
+    const written = body.wire !== undefined
+      ? s.wire.send(body.wire, s.t.dataBlock)
+      : ClientBody.writePreparedData(body, s.wire.send, s.t.dataBlock)
+    return chain(written, () => finalReplies(s, recipients))
   }
   return ClientBody.writeDataBody(body, s.wire.send, s.t.dataBlock).pipe(
     Effect.tapError((e) =>
@@ -394,11 +391,11 @@ const plan = <E, R>(s: Session, message: Message<E, R>): Result.Result<Plan<E, R
     if (options.body === undefined && s.has("8BITMIME") && ClientBody.hasEightBit(bytes)) options.body = "8BITMIME"
   }
   if (recipients.some((r) => Address.isUtf8(r.address))) options.smtputf8 = true
-  const mail = Envelope.mailCommand(message.from, options, s.extensions)
+  const mail = Envelope.mailCommand(message.from, options, s.extensions, s.addresses)
   if (Result.isFailure(mail)) return Result.fail(mail.failure)
   const rcpts: Array<Envelope.RcptCommand> = []
   for (const r of recipients) {
-    const c = Envelope.rcptCommand(r.address, r.options ?? {}, s.extensions, mail.success.smtputf8)
+    const c = Envelope.rcptCommand(r.address, r.options ?? {}, s.extensions, mail.success.smtputf8, s.addresses)
     if (Result.isFailure(c)) return Result.fail(c.failure)
     rcpts.push(c.success)
   }

@@ -17,7 +17,7 @@ import type * as Scope from "effect/Scope"
 import * as Reply from "../../Reply.ts"
 import { type Transport, TransportError } from "../../Transport.ts"
 import { invalidArgument, type SmtpClientError, SmtpProtocolError } from "./Errors.ts"
-import * as LineReader from "../codec/LineReader.ts"
+import { ReplyLines, TOO_LONG } from "./ReplyLines.ts"
 
 export interface Wire {
   readonly transport: Transport
@@ -37,6 +37,22 @@ export interface Wire {
   readonly reply: (timeout: Duration.Duration, what: string) => Effect.Effect<Reply.Reply, TransportError | SmtpProtocolError>
   /** Drops buffered bytes (what a server sent after its 220 to STARTTLS) and says how many. */
   readonly discardBuffered: () => number
+  /** Replies read so far that were not 421. */
+  readonly progress: () => number
+}
+
+// Effect's two kinds of Exit, told apart by prototype: `Exit.isExit` looks a symbol up along
+// the prototype chain of whatever it is given, a cost paid for every step of every command.
+const SUCCESS = Object.getPrototypeOf(Exit.void)
+const FAILURE = Object.getPrototypeOf(Exit.fail(undefined))
+
+/**
+ * The `Exit` `eff` is, when it is one already (done, nothing to run). An Exit made some other
+ * way than by `Exit.succeed` and `Exit.fail*` would be run like any Effect: slower, still correct.
+ */
+export const exitOf = <A, E, R>(eff: Effect.Effect<A, E, R>): Exit.Exit<A, E> | undefined => {
+  const proto = Object.getPrototypeOf(eff)
+  return proto === SUCCESS || proto === FAILURE ? eff as unknown as Exit.Exit<A, E> : undefined
 }
 
 const malformed = (message: string, line?: string) =>
@@ -176,12 +192,12 @@ export const make = (
 ): Effect.Effect<Wire, never, Scope.Scope> =>
   Effect.map(makeDeadlines(transport), (deadlines) => {
     // The limit counts CRLF.
-    const reader = LineReader.make(transport, { maxLineLength: MAX_REPLY_BYTES + 2 })
+    const reader = new ReplyLines<Exit.Exit<Reply.Reply>>(transport, MAX_REPLY_BYTES + 2)
     const log = options.logTraffic
 
     const sendNow = (data: string | Uint8Array, timeout: Duration.Duration): Effect.Effect<void, TransportError> => {
       const written = transport.writeUnsafe(data)
-      if (Exit.isExit(written)) return written
+      if (exitOf(written) !== undefined) return written
       const ticket = deadlines.arm(timeout)
       return Effect.matchEffect(written, {
         onSuccess: () => {
@@ -202,29 +218,23 @@ export const make = (
     // The lines of a reply read so far.
     let lines: Array<Reply.ReplyLine> = []
     let bytes = 0
-    // A server says the same few one-line replies again and again ("250 2.1.0 Ok", "354 …"):
-    // each is parsed once per connection. A Reply is immutable, so one object serves every time.
-    const known = new Map<string, Exit.Exit<Reply.Reply>>()
-    let firstLine = ""
     /** The next whole reply if it is buffered, checked; `undefined` when more must be read. */
     const take = (): Exit.Exit<Reply.Reply, SmtpProtocolError> | undefined => {
       while (true) {
+        // A server says the same few one-line replies again and again: each is parsed once
+        // per connection. A Reply is immutable, so one object serves every time.
+        if (lines.length === 0) {
+          const seen = reader.known()
+          if (seen !== undefined) return seen
+        }
         const whole = reader.nextLine()
         if (whole === undefined) return undefined
-        if (typeof whole !== "string") return Exit.fail(malformed(`reply longer than ${MAX_REPLY_BYTES} octets`))
+        if (whole === TOO_LONG) return Exit.fail(malformed(`reply longer than ${MAX_REPLY_BYTES} octets`))
         // A lone LF ends no reply line: a server that sends one cannot be trusted to frame replies.
         if (!reader.lastLineCrlf()) return Exit.fail(malformed("reply line ended by a bare LF", whole))
         bytes += reader.lastLineBytes()
         if (bytes > MAX_REPLY_BYTES) return Exit.fail(malformed(`reply longer than ${MAX_REPLY_BYTES} octets`))
         const line = whole.length > Reply.MAX_LINE_LENGTH ? whole.slice(0, Reply.MAX_LINE_LENGTH) : whole
-        if (lines.length === 0) {
-          const seen = known.get(line)
-          if (seen !== undefined) {
-            bytes = 0
-            return seen
-          }
-          firstLine = line
-        }
         const parsed = Reply.parseLine(line)
         if (Result.isFailure(parsed)) return Exit.fail(malformed(parsed.failure.message, line))
         lines.push(parsed.success)
@@ -232,43 +242,60 @@ export const make = (
         if (lines.length >= Reply.MAX_LINES) return Exit.fail(malformed(`reply longer than ${Reply.MAX_LINES} lines`))
       }
       const whole = Reply.fromLines(lines)
-      const single = lines.length === 1
+      const single = lines.length === 1 && bytes <= Reply.MAX_LINE_LENGTH
       lines = []
       bytes = 0
       if (Result.isFailure(whole)) return Exit.fail(malformed(whole.failure.message, whole.failure.line))
       const r = Exit.succeed(whole.success)
-      if (single && known.size < KNOWN_REPLIES) {
+      if (single) {
         Object.freeze(whole.success.lines)
         if (whole.success.enhancedCode !== undefined) Object.freeze(whole.success.enhancedCode)
-        known.set(firstLine, r)
+        reader.remember(r, KNOWN_REPLIES)
       }
       return r
     }
-    const logged = (r: Exit.Exit<Reply.Reply, SmtpProtocolError>) =>
-      log && Exit.isSuccess(r) ? Effect.andThen(logReceived(r.value), r) : r
+    let progress = 0
+    // Every reply comes out here: counted, and logged when asked.
+    const logged = (r: Exit.Exit<Reply.Reply, SmtpProtocolError>) => {
+      if (Exit.isFailure(r)) return r
+      if (r.value.code !== 421) progress++
+      return log ? Effect.andThen(logReceived(r.value), r) : r
+    }
 
+    // The reply being waited for: operations run one at a time, and so do their reads (a
+    // Transport allows one pending read), so one Effect serves every wait.
+    let waitTicket = 0
+    let waitFor = ""
+    const waiting: Effect.Effect<Reply.Reply, TransportError | SmtpProtocolError> = Effect.matchEffect(reader.fill, {
+      onSuccess: () => {
+        const r = take()
+        if (r === undefined) return waiting
+        deadlines.disarm(waitTicket)
+        return logged(r)
+      },
+      onFailure: (e) => {
+        deadlines.disarm(waitTicket)
+        return Exit.fail(
+          deadlines.expired(waitTicket) ? new TransportError({ reason: "Timeout", message: `no reply to ${waitFor} in time` }) : e
+        )
+      }
+    })
     const reply = (timeout: Duration.Duration, what: string): Effect.Effect<Reply.Reply, TransportError | SmtpProtocolError> => {
       const buffered = take()
       if (buffered !== undefined) return logged(buffered)
-      const ticket = deadlines.arm(timeout)
-      const waiting: Effect.Effect<Reply.Reply, TransportError | SmtpProtocolError> = Effect.matchEffect(reader.fill, {
-        onSuccess: () => {
-          const r = take()
-          if (r === undefined) return waiting
-          deadlines.disarm(ticket)
-          return logged(r)
-        },
-        onFailure: (e) => {
-          deadlines.disarm(ticket)
-          return Effect.fail(
-            deadlines.expired(ticket) ? new TransportError({ reason: "Timeout", message: `no reply to ${what} in time` }) : e
-          )
-        }
-      })
+      waitTicket = deadlines.arm(timeout)
+      waitFor = what
       return waiting
     }
 
-    return { transport, send, write, reply, discardBuffered: () => reader.discardBuffered() } satisfies Wire
+    return {
+      transport,
+      send,
+      write,
+      reply,
+      discardBuffered: () => reader.discardBuffered(),
+      progress: () => progress
+    } satisfies Wire
   })
 
 /** A command line as it goes on the wire: CR, LF and NUL are refused whatever their origin. */
