@@ -74,7 +74,7 @@ describe("pipelining", () => {
   it.live("while 64 replies wait to be written, the server reads no further commands", () =>
     Effect.gen(function*() {
       const { layer } = makeBackend()
-      const s = yield* start({ backend: layer })
+      const s = yield* start({ backend: layer, junkCommandLimit: Number.POSITIVE_INFINITY })
       const p = yield* s.connect()
       yield* p.reply
       yield* s.tap.writeGate.close // the client stops reading: the server's writes cannot complete
