@@ -18,7 +18,7 @@ import * as Tracer from "effect/Tracer"
 import { Backend } from "./Backend.ts"
 import { Reply } from "./Reply.ts"
 import * as ServerConfig from "./internal/server/Config.ts"
-import { serve, type ServerContext } from "./internal/server/Conversation.ts"
+import { FlatContext, serve, type ServerContext } from "./internal/server/Conversation.ts"
 import * as Metrics from "./internal/server/Metrics.ts"
 import * as ServerReplies from "./internal/server/Replies.ts"
 import * as Watchdog from "./internal/server/Deadlines.ts"
@@ -85,6 +85,7 @@ export const make = Effect.fnUntraced(function*(
     open: new Set(),
     deadlines: yield* Watchdog.make,
     traced,
+    contexts: new FlatContext(),
     release: (conversation) => {
       active--
       Metrics.activeConnections.updateUnsafe(-1, services)

@@ -66,6 +66,8 @@ export interface ServerContext {
   readonly traced: boolean
   /** Called once when a connection has ended. */
   readonly release: (conversation: Conversation) => void
+  /** The context connections extend. */
+  readonly contexts: FlatContext
 }
 
 /** What is known of one connection before its conversation starts. */
@@ -555,7 +557,7 @@ export class Conversation {
   }
 
   asError(reply: Outcome): Effect.Effect<Outcome, Stop> {
-    // A negative reply counts once, as any other (send).
+    // A negative reply is counted once, by send.
     if (reply === undefined || isNegative(reply)) return Effect.succeed(reply)
     const queued = this.countError(reply)
     return queued === undefined ? Effect.succeed(undefined) : Effect.as(queued, undefined)
@@ -659,18 +661,22 @@ export class Conversation {
 const QUIT = Symbol("QUIT")
 
 /**
- * The accepting fiber's context as one flat map, made once for all its connections. A context
- * deep in overlays (each layer adds some) copies its whole map on every `add` past its depth
- * limit: three adds per connection would make two copies, kept as long as the connection.
+ * The accepting fiber's context as one flat map, made once per server for all its connections.
+ * A context deep in overlays (each layer adds some) copies its whole map on every `add` past
+ * its depth limit: three adds per connection would make two copies, kept as long as the
+ * connection.
  */
-let lastParent: Context.Context<never> | undefined
-let lastFlat: Context.Context<never> | undefined
-const flatContext = <R>(parent: Context.Context<R>): Context.Context<R> => {
-  if (parent !== lastParent) {
-    lastParent = parent
-    lastFlat = Context.makeUnsafe(parent.mapUnsafe)
+export class FlatContext {
+  #parent: Context.Context<never> | undefined = undefined
+  #flat: Context.Context<never> | undefined = undefined
+
+  of<R>(parent: Context.Context<R>): Context.Context<R> {
+    if (parent !== this.#parent) {
+      this.#parent = parent
+      this.#flat = Context.makeUnsafe(parent.mapUnsafe)
+    }
+    return this.#flat as Context.Context<R>
   }
-  return lastFlat as Context.Context<R>
 }
 
 /** No annotations: the usual parent of a connection's. */
@@ -690,7 +696,7 @@ export const serve = (
   connection: ConnectionContext
 ): Effect.Effect<void, never, Backend> =>
   Effect.withFiber((fiber) => {
-    const parent = flatContext(fiber.context as Context.Context<Backend>)
+    const parent = server.contexts.of(fiber.context as Context.Context<Backend>)
     const conversation = new Conversation(transport, server, connection, fiber, parent)
     const scope = Scope.makeUnsafe()
     const inherited = fiber.getRef(References.CurrentLogAnnotations)
