@@ -9,6 +9,7 @@
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import { type Transport, TransportError } from "../../Transport.ts"
+import { joinUnread } from "../codec/Unread.ts"
 
 const LF = 10
 const CR = 13
@@ -45,16 +46,7 @@ export class ReplyLines<A> {
   }
 
   private append(chunk: Uint8Array) {
-    const buf = this.buf
-    if (this.pos >= buf.length) {
-      this.buf = chunk
-    } else {
-      const rest = buf.length - this.pos
-      const next = new Uint8Array(rest + chunk.length)
-      next.set(buf.subarray(this.pos), 0)
-      next.set(chunk, rest)
-      this.buf = next
-    }
+    this.buf = joinUnread(this.buf, this.pos, chunk)
     this.pos = 0
   }
 

@@ -17,6 +17,7 @@ import * as Stream from "effect/Stream"
 import * as SmtpError from "../../SmtpError.ts"
 import { type Transport, TransportError } from "../../Transport.ts"
 import { type BareLineEndingPolicy, DotDecoder } from "./DotCodec.ts"
+import { joinUnread } from "./Unread.ts"
 import type { Watchdog } from "../server/Deadlines.ts"
 
 export class LineTooLong extends Data.TaggedError("LineTooLong")<{ readonly limit: number }> {}
@@ -187,7 +188,7 @@ class Reader implements LineReader {
   )
 
   #readLine: Effect.Effect<string, TransportError | LineTooLong> | undefined = undefined
-  // Made on first use: the server side never reads lines this way.
+  // Made on first use: only AUTH exchanges read lines this way.
   get readLine(): Effect.Effect<string, TransportError | LineTooLong> {
     return this.#readLine ??= Effect.suspend(() => {
       const line = this.nextLine()
@@ -202,16 +203,7 @@ class Reader implements LineReader {
   }
 
   append(chunk: Uint8Array) {
-    const buf = this.buf
-    if (this.pos >= buf.length) {
-      this.buf = chunk
-    } else {
-      const rest = buf.length - this.pos
-      const next = new Uint8Array(rest + chunk.length)
-      next.set(buf.subarray(this.pos), 0)
-      next.set(chunk, rest)
-      this.buf = next
-    }
+    this.buf = joinUnread(this.buf, this.pos, chunk)
     this.pos = 0
   }
 
