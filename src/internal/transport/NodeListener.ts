@@ -311,7 +311,7 @@ export const listen = (options: ListenOptions): Effect.Effect<Listener, Transpor
 export const adopt = (
   options: ListenOptions
 ): Effect.Effect<{
-  /** Accepts the connections handed over, as any listener. */
+  /** Accepts the connections handed over, like every other listener. */
   readonly listener: Listener
   /** Gives it a socket another process accepted. */
   readonly handOver: (socket: net.Socket) => void
