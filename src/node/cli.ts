@@ -84,6 +84,9 @@ const serveFlags = {
     Flag.withDescription("Time for a command or a stalled message body, e.g. 30s. Default 5m")
   )),
   writeTimeout: Flag.optional(Flag.String("write-timeout").pipe(Flag.withDescription("Default 1m"))),
+  greetingDelay: Flag.optional(Flag.String("greeting-delay").pipe(
+    Flag.withDescription("Wait this long before the greeting; a client that talks first gets 554 5.5.0 and is closed, e.g. 2s. Default 0")
+  )),
   smtputf8: flag("smtputf8", "Enable SMTPUTF8 (off by default)"),
   binarymime: flag("binarymime", "Enable BINARYMIME (off by default)"),
   chunking: flag("chunking", "Enable CHUNKING/BDAT (on by default; kept for clarity)"),
@@ -164,6 +167,7 @@ const serve = (input: ServeInput) =>
     const readTimeout = yield* duration(input.readTimeout)
     const writeTimeout = yield* duration(input.writeTimeout)
     const proxyTimeout = yield* duration(input.proxyTimeout)
+    const greetingDelay = yield* duration(input.greetingDelay)
     if (input.workers < 1 || input.workers > 256) return yield* usage(`invalid --workers ${input.workers}: 1 to 256`)
     if (input.workers > 1 && withInbox !== undefined) {
       return yield* usage("--http serves one process's inbox: use it with --workers 1")
@@ -221,6 +225,7 @@ const serve = (input: ServeInput) =>
         maxConnections: some(input.maxConnections),
         maxConnectionsPerIp: some(input.maxConnectionsPerIp),
         xclient: input.xclientTrusted.length > 0 ? { trusted: input.xclientTrusted } : undefined,
+        greetingDelay,
         timeouts: {
           ...(readTimeout === undefined ? {} : { command: readTimeout, data: readTimeout }),
           ...(writeTimeout === undefined ? {} : { write: writeTimeout })

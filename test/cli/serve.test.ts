@@ -215,6 +215,31 @@ describe("effect-smtp serve", () => {
       }), { ca: certs.ca })
   })
 
+  it("--greeting-delay refuses a client that talks first and greets one that waits", async () => {
+    const { listening } = await serve(["--listen", "127.0.0.1:0", "--greeting-delay", "400ms"])
+    const endpoint = endpointOf(listening[0]!.address as string)
+    const conversation = <A>(f: (p: Wire.Peer) => Effect.Effect<A, unknown>) =>
+      Effect.runPromise(Effect.scoped(Effect.flatMap(Wire.connect({ endpoint }), f)).pipe(Effect.provide(NodeTransport.layer)))
+    const early = await conversation((p) =>
+      Effect.gen(function*() {
+        const refusal = yield* p.command("EHLO hasty.test")
+        return { refusal, closed: yield* p.closed }
+      }))
+    assert.strictEqual(early.refusal.code, 554, "no greeting: the refusal is the first reply")
+    assert.strictEqual(early.refusal.enhancedCode?.join("."), "5.5.0")
+    assert.isTrue(early.closed)
+    const patient = await conversation((p) =>
+      Effect.gen(function*() {
+        const started = Date.now()
+        const greeting = yield* p.reply
+        const waited = Date.now() - started
+        return { greeting, waited, ehlo: yield* p.command("EHLO patient.test") }
+      }))
+    assert.strictEqual(patient.greeting.code, 220)
+    assert.isAtLeast(patient.waited, 300, "the greeting came after the delay")
+    assert.strictEqual(patient.ehlo.code, 250)
+  })
+
   it("answers 421 to connected clients on SIGTERM and exits 0", async () => {
     const { r, listening } = await serve(["--listen", "127.0.0.1:0"])
     const result = Effect.runPromise(Effect.scoped(Effect.gen(function*() {
@@ -239,6 +264,7 @@ describe("effect-smtp serve", () => {
         ["serve", "--listen", "not-an-address"],
         ["serve", "--tls-listen", "127.0.0.1:0"],
         ["serve", "--read-timeout", "soon"],
+        ["serve", "--greeting-delay", "later"],
         ["serve", "--bare-lf", "sometimes"],
         ["serve", "--auth", "nopassword"],
         ["serve", "--unix-mode", "0660"],
