@@ -6,6 +6,7 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
 import * as Result from "effect/Result"
+import type * as Scope from "effect/Scope"
 import type { Address } from "../Address.ts"
 import { Backend, type ConnectionInfo, type MessageBody, type Session } from "../Backend.ts"
 import * as EnhancedCode from "../EnhancedCode.ts"
@@ -82,6 +83,12 @@ export interface DevServerOptions {
   readonly users: ReadonlyMap<string, string>
   readonly faults: ReadonlyArray<Fault>
   readonly emit: (event: Event) => Effect.Effect<void>
+  /**
+   * A check every session passes before it opens, in the connection's scope: a worker of
+   * `serve --workers` asks its supervisor here whether the client is within the per-IP limit
+   * of the whole server. Failing refuses the session with that reply.
+   */
+  readonly admit?: ((connection: ConnectionInfo) => Effect.Effect<void, SmtpError, Scope.Scope>) | undefined
 }
 
 const matching = (faults: ReadonlyArray<Fault>, stage: Fault["stage"], address: string) =>
@@ -95,7 +102,7 @@ const backend = (o: DevServerOptions): Layer.Layer<Backend, Maildir.MaildirError
       yield* Maildir.ensure(o.maildir)
       const auth = o.users.size === 0 ? undefined : yield* authMechanisms(o.users, o.server.domain ?? "localhost")
 
-      const newSession = (conn: ConnectionInfo) =>
+      const session = (conn: ConnectionInfo) =>
         Effect.sync((): Session => {
           let from: Address | null = null
           let options: MailOptions = {}
@@ -153,7 +160,10 @@ const backend = (o: DevServerOptions): Layer.Layer<Backend, Maildir.MaildirError
           }
         })
 
-      return Backend.of({ newSession })
+      const admit = o.admit
+      return Backend.of({
+        newSession: admit === undefined ? session : (conn) => Effect.andThen(admit(conn), session(conn))
+      })
     })
   )
 

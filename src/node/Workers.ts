@@ -30,6 +30,9 @@ import type * as net from "node:net"
 import * as NodeTransport from "../NodeTransport.ts"
 import * as SmtpServer from "../SmtpServer.ts"
 import { type Endpoint, type ListenOptions, Network, type TransportError } from "../Transport.ts"
+import type { ConnectionInfo } from "../Backend.ts"
+import { SmtpError } from "../SmtpError.ts"
+import { ClientCounts } from "./ClientCounts.ts"
 import * as DevServer from "./DevServer.ts"
 
 /** The environment variable that makes `serve` a worker: JSON of {@link WorkerSettings}. */
@@ -51,12 +54,17 @@ type Listening = Extract<DevServer.Event, { readonly event: "listening" }>
 type FromWorker =
   | { readonly type: "ready"; readonly listening: ReadonlyArray<Listening> }
   | { readonly type: "event"; readonly event: DevServer.Event }
+  /** May a new connection from `ip` be served? (the per-IP limit over all workers) */
+  | { readonly type: "admit"; readonly id: number; readonly ip: string }
+  /** An admitted connection from `ip` has ended. */
+  | { readonly type: "release"; readonly ip: string }
 
-/** Supervisor → worker: a connection accepted on the Unix listener at `path` (the socket comes with it). */
-interface ToWorker {
-  readonly type: "connection"
-  readonly path: string
-}
+/** Supervisor → worker. */
+type ToWorker =
+  /** A connection accepted on the Unix listener at `path` (the socket comes with it). */
+  | { readonly type: "connection"; readonly path: string }
+  /** The answer to `admit` number `id`. */
+  | { readonly type: "admitted"; readonly id: number; readonly ok: boolean }
 
 // ---------------------------------------------------------------------------------------------
 // Restarts
@@ -113,6 +121,8 @@ export interface SuperviseOptions {
   /** The server's listeners as the flags gave them (port 0 allowed). */
   readonly listen: ReadonlyArray<SmtpServer.ListenSpec>
   readonly emit: (event: DevServer.Event) => Effect.Effect<void>
+  /** Connections per client address over all workers (each worker also applies it to its own). */
+  readonly maxConnectionsPerIp: number
   /** How long a worker may take to shut down before SIGKILL: its grace and 10 s more. */
   readonly shutdownGrace: Duration.Duration
   readonly selfSigned?: { readonly key: string; readonly cert: string } | undefined
@@ -139,6 +149,7 @@ export const supervise = (options: SuperviseOptions): Effect.Effect<never, Worke
     let shuttingDown = false
     let started = false
     let ports: ReadonlyArray<number | null> = options.listen.map(() => null)
+    const clients = new ClientCounts(options.maxConnectionsPerIp)
 
     // Unix listeners: the supervisor's, each connection to the next ready worker.
     let turn = 0
@@ -175,6 +186,7 @@ export const supervise = (options: SuperviseOptions): Effect.Effect<never, Worke
             Effect.gen(function*() {
               slot.ready = false
               slot.child = undefined
+              clients.forget(slot.worker)
               if (child.exitCode !== null || child.signalCode !== null) return
               child.kill("SIGTERM")
               const grace = Duration.sum(options.shutdownGrace, Duration.seconds(10))
@@ -188,6 +200,11 @@ export const supervise = (options: SuperviseOptions): Effect.Effect<never, Worke
         child.on("message", (m: FromWorker) => {
           if (m.type === "ready") Deferred.doneUnsafe(ready, Effect.succeed(m.listening))
           else if (m.type === "event") runFork(options.emit(m.event))
+          else if (m.type === "admit") {
+            // Past its lifetime, a worker's connections are gone: nothing more is counted for it.
+            const answer: ToWorker = { type: "admitted", id: m.id, ok: slot.child === child && clients.admit(slot.worker, m.ip) }
+            if (child.connected) child.send(answer)
+          } else if (m.type === "release") clients.release(slot.worker, m.ip)
         })
         child.on("error", () => {}) // a failed send: its callback says so
         const exited = exitOf(child)
@@ -270,6 +287,56 @@ const send = (message: FromWorker) => {
 }
 
 /**
+ * The per-IP limit over all workers, from the worker's side: each new TCP session asks the
+ * supervisor, and tells it when the connection ends. A refusal is the same 421 the server gives
+ * when one process is at its limit.
+ */
+const fleetAdmission = (domain: string) =>
+  Effect.gen(function*() {
+    const refusal = SmtpError.of(421, [4, 7, 0], `${domain} Too many connections from your address, try again later`)
+    const pending = new Map<number, (ok: boolean) => void>()
+    let next = 0
+    const onMessage = (m: ToWorker) => {
+      if (m?.type !== "admitted") return
+      const answer = pending.get(m.id)
+      pending.delete(m.id)
+      answer?.(m.ok)
+    }
+    // Without a supervisor the worker is shutting down: let the last sessions be.
+    const onDisconnect = () => {
+      for (const answer of pending.values()) answer(true)
+      pending.clear()
+    }
+    process.on("message", onMessage)
+    process.on("disconnect", onDisconnect)
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        process.off("message", onMessage)
+        process.off("disconnect", onDisconnect)
+      })
+    )
+    return (connection: ConnectionInfo): Effect.Effect<void, SmtpError, Scope.Scope> => {
+      const ip = connection.remoteEndpoint?._tag === "Tcp" ? connection.remoteEndpoint.host : undefined
+      if (ip === undefined || !process.connected) return Effect.void
+      const asked = Effect.callback<boolean>((resume) => {
+        const id = ++next
+        pending.set(id, (ok) => resume(Effect.succeed(ok)))
+        send({ type: "admit", id, ip })
+        // Interrupted while asking: an admission that still arrives is given back at once.
+        return Effect.sync(() => {
+          pending.set(id, (ok) => {
+            if (ok) send({ type: "release", ip })
+          })
+        })
+      })
+      return Effect.flatMap(asked, (ok) =>
+        ok
+          ? Effect.addFinalizer(() => Effect.sync(() => send({ type: "release", ip })))
+          : Effect.fail(refusal))
+    }
+  })
+
+/**
  * The network of a worker: TCP listeners shared with the other workers (`reusePort`), Unix
  * listeners fed by the supervisor's hand-overs.
  */
@@ -317,12 +384,12 @@ export const runWorker = (
       })
     // The supervisor is gone (killed): shut down as on SIGTERM.
     process.once("disconnect", () => process.kill(process.pid, "SIGTERM"))
-    const server = DevServer.layer(
-      { ...options, emit, server: { ...options.server, listen } },
-      Layer.effect(Network, workerNetwork)
-    )
     return yield* Effect.scoped(Effect.gen(function*() {
-      yield* Layer.build(server)
+      const admit = yield* fleetAdmission(options.server.domain ?? "localhost")
+      yield* Layer.build(DevServer.layer(
+        { ...options, emit, admit, server: { ...options.server, listen } },
+        Layer.effect(Network, workerNetwork)
+      ))
       send({ type: "ready", listening })
       return yield* Effect.never
     }))

@@ -19,6 +19,7 @@ import * as Command from "effect/cli/Command"
 import * as Flag from "effect/cli/Flag"
 import * as fs from "node:fs"
 import * as DevServer from "./DevServer.ts"
+import * as ServerConfig from "../internal/server/Config.ts"
 import * as IpNetworks from "../internal/transport/IpNetworks.ts"
 import * as Workers from "./Workers.ts"
 import type * as Inbox from "./inbox/Inbox.ts"
@@ -66,7 +67,7 @@ const serveFlags = {
   )),
   maxConnections: Flag.optional(Flag.Int("max-connections").pipe(Flag.withDescription("Default 1000 (per worker process)"))),
   maxConnectionsPerIp: Flag.optional(Flag.Int("max-connections-per-ip").pipe(
-    Flag.withDescription("Default 50 (per worker process)")
+    Flag.withDescription("Default 50 (over all worker processes)")
   )),
   workers: Flag.Int("workers").pipe(
     Flag.withDescription("Server processes sharing the listeners (SO_REUSEPORT; Unix sockets through the supervisor). Default 1"),
@@ -251,6 +252,7 @@ const serve = (input: ServeInput) =>
       return yield* Workers.supervise({
         workers: input.workers,
         listen: options.server.listen,
+        maxConnectionsPerIp: ServerConfig.resolve(options.server).maxConnectionsPerIp,
         emit,
         shutdownGrace: Duration.seconds(30),
         selfSigned: input.tlsSelfSigned ? tls : undefined

@@ -104,6 +104,41 @@ describe("effect-smtp serve --workers", () => {
     assert.isFalse(fs.existsSync(socket))
   })
 
+  it("--max-connections-per-ip holds over all workers, not per worker", async () => {
+    const { r } = serve(["--workers", "2", "--listen", "127.0.0.1:0", "--max-connections-per-ip", "2"])
+    const [tcp] = await listening(r, 1)
+    const endpoint = endpointOf(tcp!)
+    await Effect.runPromise(Effect.scoped(Effect.gen(function*() {
+      const held: Array<Wire.Peer> = []
+      for (let i = 0; i < 2; i++) {
+        const p = yield* Wire.connect({ endpoint })
+        assert.strictEqual((yield* p.reply).code, 220)
+        held.push(p)
+      }
+      // Each worker could take 2 by itself: counted per worker, about half of these would be greeted.
+      for (let i = 0; i < 8; i++) {
+        const refused = yield* Effect.scoped(Effect.gen(function*() {
+          const p = yield* Wire.connect({ endpoint })
+          const reply = yield* p.reply
+          return { reply, closed: reply.code === 421 ? yield* p.closed : false }
+        }))
+        assert.strictEqual(`${refused.reply.code} ${refused.reply.enhancedCode?.join(".")}`, "421 4.7.0", `connection ${i + 3}`)
+        assert.include(refused.reply.text, "Too many connections from your address")
+        assert.isTrue(refused.closed)
+      }
+      // One ends: its place is free again, on whichever worker. Its release reaches the supervisor
+      // on another channel than the next admission, so a 421 may come first: try a few times.
+      assert.strictEqual((yield* held[0]!.command("QUIT")).code, 221)
+      assert.isTrue(yield* held[0]!.closed)
+      let greeted: number | undefined
+      for (let attempt = 0; attempt < 50 && greeted !== 220; attempt++) {
+        if (attempt > 0) yield* Effect.sleep("20 millis")
+        greeted = yield* Effect.scoped(Effect.flatMap(Wire.connect({ endpoint }), (p) => Effect.map(p.reply, (reply) => reply.code)))
+      }
+      assert.strictEqual(greeted, 220)
+    })).pipe(Effect.provide(NodeTransport.layer)))
+  })
+
   it("a worker that dies is started again, and a crash loop slows down", async () => {
     const { maildir, r } = serve(["--workers", "2", "--listen", "127.0.0.1:0", "--events", "json"])
     await listening(r, 1)
