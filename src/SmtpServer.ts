@@ -22,6 +22,7 @@ import { FlatContext, serve, type ServerContext } from "./internal/server/Conver
 import * as Metrics from "./internal/server/Metrics.ts"
 import * as ServerReplies from "./internal/server/Replies.ts"
 import * as Watchdog from "./internal/server/Deadlines.ts"
+import { AUTH_LINE_LENGTH } from "./internal/server/Security.ts"
 import { type Endpoint, formatEndpoint, type Listener, Network, type Transport, TransportError } from "./Transport.ts"
 
 export type { Extensions, ListenSpec, ServerOptions, Timeouts, XclientOptions } from "./internal/server/Config.ts"
@@ -85,6 +86,9 @@ export const make = Effect.fnUntraced(function*(
     open: new Set(),
     deadlines: yield* Watchdog.make,
     traced,
+    lmtp: c.protocol === "lmtp",
+    readLimit: Math.max(c.maxLineLength, AUTH_LINE_LENGTH),
+    ...ServerConfig.connectionSettings(c),
     contexts: new FlatContext(),
     release: (conversation) => {
       active--
