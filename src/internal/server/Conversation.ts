@@ -636,6 +636,11 @@ export class Conversation {
     )
   }
 
+  /** `finish` as the connection's finalizer: made here, it keeps nothing else of `serve` alive. */
+  finisher(scope: Scope.Closeable): (exit: Exit.Exit<void, Stop>) => Effect.Effect<void> {
+    return (exit) => this.finish(scope, exit)
+  }
+
   /** How the conversation ended early (not interrupted), and the last reply that is owed for it. */
   ending(cause: Cause.Cause<Stop>): Effect.Effect<void> {
     const e = Cause.findErrorOption(cause)
@@ -747,6 +752,6 @@ export const serve = (
     // the two, copying every service into a map of its own. Not restored: the fiber is the
     // connection's own, and ends with it.
     fiber.setContext(context)
-    const served = Effect.catchCause(Effect.onExit(conversing, (exit) => conversation.finish(scope, exit)), settled)
+    const served = Effect.catchCause(Effect.onExit(conversing, conversation.finisher(scope)), settled)
     return served as Effect.Effect<void, never, unknown> as Effect.Effect<void> // its services: the context just set
   })
