@@ -487,7 +487,7 @@ export class Conversation {
           this.watchdog.arm(this.commandTimeout, this.expireRead)
         }
         this.idle = this.tx === undefined
-        return Effect.flatMap(reader.fill, this.afterFill)
+        return this.awaitCommand
       }
       if (this.lineDeadline) {
         this.lineDeadline = false
@@ -507,6 +507,12 @@ export class Conversation {
   readonly afterFill = (): Effect.Effect<void, Stop> => {
     this.idle = false
     return this.next()
+  }
+
+  #awaitCommand: Effect.Effect<void, Stop> | undefined = undefined
+  /** Reads more of the peer's input, then goes on: made once per connection, run for most commands. */
+  get awaitCommand(): Effect.Effect<void, Stop> {
+    return this.#awaitCommand ??= Effect.flatMap(this.reader.fill, this.afterFill)
   }
 
   afterStep(outcome: Outcome): Effect.Effect<void, Stop> {
