@@ -25,6 +25,7 @@ import * as Queue from "effect/Queue"
 import * as Result from "effect/Result"
 import type * as Scope from "effect/Scope"
 import * as ProxyListener from "./internal/transport/ProxyListener.ts"
+import { TransportView } from "./internal/transport/TransportView.ts"
 import {
   type ConnectOptions,
   type Endpoint,
@@ -264,8 +265,7 @@ interface Registration {
 /** `t`, whose next read returns `rest` first (bytes read with a PROXY header); an upgrade drops them. */
 const withPrefix = (t: Transport, rest: Uint8Array): Transport => {
   let prefix: Uint8Array | undefined = rest
-  return {
-    ...t,
+  return new TransportView(t, {
     read: Effect.suspend(() => {
       if (prefix === undefined) return t.read
       const p = prefix
@@ -276,7 +276,7 @@ const withPrefix = (t: Transport, rest: Uint8Array): Transport => {
       prefix = undefined // unread plaintext never survives an upgrade
       return t.upgradeTls(options)
     }
-  }
+  })
 }
 
 const wildcardHosts = new Set(["0.0.0.0", "::", ""])

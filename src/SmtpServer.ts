@@ -22,6 +22,8 @@ import { FlatContext, serve, type ServerContext } from "./internal/server/Conver
 import * as Metrics from "./internal/server/Metrics.ts"
 import * as ServerReplies from "./internal/server/Replies.ts"
 import * as Watchdog from "./internal/server/Deadlines.ts"
+import { handover } from "./internal/transport/Handover.ts"
+import { AUTH_LINE_LENGTH } from "./internal/server/Security.ts"
 import { type Endpoint, formatEndpoint, type Listener, Network, type Transport, TransportError } from "./Transport.ts"
 
 export type { Extensions, ListenSpec, ServerOptions, Timeouts, XclientOptions } from "./internal/server/Config.ts"
@@ -85,6 +87,9 @@ export const make = Effect.fnUntraced(function*(
     open: new Set(),
     deadlines: yield* Watchdog.make,
     traced,
+    lmtp: c.protocol === "lmtp",
+    readLimit: Math.max(c.maxLineLength, AUTH_LINE_LENGTH),
+    ...ServerConfig.connectionSettings(c),
     contexts: new FlatContext(),
     release: (conversation) => {
       active--
@@ -162,8 +167,19 @@ export const make = Effect.fnUntraced(function*(
       : serving
   }
 
+  // A listener that hands connections over as they are accepted (NodeTransport's) is served
+  // without a fiber taking them from its queue; any other through `accept`.
+  const runFork = yield* FiberSet.runtime(connections)<Backend>()
   const run = FiberSet.run(connections)
   for (const [listener] of listeners) {
+    const take = handover(listener)
+    if (take !== undefined) {
+      // The connection's fiber starts at once, in the listener's callback: no gap between accepting and serving.
+      take((transport) => void runFork(handle(transport, listener)))
+      // Runs where the accept loop would stop: before the listeners close (then `accept` queues, and closes, the rest).
+      yield* Effect.addFinalizer(() => Effect.sync(() => take(undefined)))
+      continue
+    }
     // Once accepted, a connection is handed over without a gap an interruption could fall into
     // (its fiber, interruptible as usual, then owns the transport).
     yield* Effect.uninterruptibleMask((restore) =>

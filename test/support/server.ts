@@ -17,6 +17,7 @@ import * as MemoryTransport from "../../src/MemoryTransport.ts"
 import * as NodeTransport from "../../src/NodeTransport.ts"
 import * as SmtpServer from "../../src/SmtpServer.ts"
 import { type ConnectOptions, type Endpoint, Network, type Transport, TransportError } from "../../src/Transport.ts"
+import { TransportView } from "../../src/internal/transport/TransportView.ts"
 import * as Wire from "./wire.ts"
 
 export type Net = "memory" | "tcp"
@@ -51,8 +52,7 @@ const tapTransport = (t: Transport, tap: Tap): Transport => {
       Effect.andThen(Effect.sync(() => void tap.writes.push(latin1(data)))),
       Effect.andThen(t.write(data))
     )
-  return {
-    ...t,
+  return new TransportView(t, {
     read: Effect.tap(t.read, (chunk) =>
       Effect.sync(() => {
         tap.reads++
@@ -65,7 +65,7 @@ const tapTransport = (t: Transport, tap: Tap): Transport => {
       tap.writes.push(latin1(data))
       return t.writeUnsafe(data)
     }
-  }
+  })
 }
 
 /** The same network, with the server side of every accepted connection tapped. */

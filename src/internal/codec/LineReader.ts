@@ -155,8 +155,8 @@ export const make = (transport: Transport, options: LineReaderOptions): LineRead
 /** One object per connection (a server holds thousands), its operations on the prototype. */
 class Reader implements LineReader {
   readonly transport: Transport
-  readonly options: LineReaderOptions
   readonly limit: number
+  readonly watch: LineReaderOptions["watchdog"]
   buf: Uint8Array = EMPTY
   pos = 0
   lineBytes = 0
@@ -168,24 +168,26 @@ class Reader implements LineReader {
   scannedPos = -1
   scannedLf = -1
 
+  /** Reads one chunk into the buffer; made once per connection: a read allocates nothing of its own. */
+  readonly fill: Effect.Effect<void, TransportError>
+
   constructor(transport: Transport, options: LineReaderOptions) {
     this.transport = transport
-    this.options = options
     this.limit = options.maxLineLength
-  }
-
-  // Made once per connection: a read allocates nothing of its own.
-  readonly fill: Effect.Effect<void, TransportError> = Effect.matchEffect(
-    Effect.suspend(() => this.transport.read),
-    {
-      onFailure: (e) => this.fail(e),
+    this.watch = options.watchdog
+    this.fill = Effect.matchCauseEffect(transport.read, {
+      onFailure: (cause) => {
+        const e = Cause.findErrorOption(cause)
+        if (e._tag === "Some") this.failure ??= e.value
+        return Effect.failCause(cause)
+      },
       onSuccess: (chunk) => {
         if (chunk === undefined) return this.fail(TransportError.closed("connection closed by peer"))
         this.append(chunk)
         return Effect.void
       }
-    }
-  )
+    })
+  }
 
   #readLine: Effect.Effect<string, TransportError | LineTooLong> | undefined = undefined
   // Made on first use: only AUTH exchanges read lines this way.
@@ -309,7 +311,7 @@ class Reader implements LineReader {
       // (received > 0: an empty chunk buys nothing, and 0 * Infinity would make the deadline NaN)
       if (received > 0) deadline = Math.min(deadline! + received * msPerByte, now + idleMs)
     }
-    const w = this.options.watchdog
+    const w = this.watch
     if (w !== undefined) {
       const watchdog = w.watchdog
       const filled = Effect.map(this.fill, () => {

@@ -337,27 +337,21 @@ const xclientNetworks = (o: XclientOptions): IpNetworks.Networks => {
 }
 
 /** What every connection of a server reads alike, made once per server. */
-const settings = new WeakMap<ResolvedConfig, { readonly bodyDeadline: BodyDeadline; readonly mailEnabled: MailOptions.Enabled }>()
-export const connectionSettings = (c: ResolvedConfig) => {
-  let s = settings.get(c)
-  if (s === undefined) {
-    const ext = c.extensions
-    s = {
-      bodyDeadline: { idle: c.timeouts.data, minBytesPerSecond: c.minDataRate },
-      mailEnabled: {
-        size: c.maxMessageBytes > 0,
-        eightBitMime: ext.eightBitMime,
-        binaryMime: ext.binaryMime && ext.chunking,
-        smtputf8: ext.smtputf8,
-        requireTls: ext.requireTls,
-        dsn: ext.dsn,
-        auth: false,
-        rrvs: ext.rrvs,
-        deliverBy: ext.deliverBy,
-        mtPriority: ext.mtPriority
-      }
+export const connectionSettings = (c: ResolvedConfig): { readonly bodyDeadline: BodyDeadline; readonly mailEnabled: MailOptions.Enabled } => {
+  const ext = c.extensions
+  return {
+    bodyDeadline: { idle: c.timeouts.data, minBytesPerSecond: c.minDataRate },
+    mailEnabled: {
+      size: c.maxMessageBytes > 0,
+      eightBitMime: ext.eightBitMime,
+      binaryMime: ext.binaryMime && ext.chunking,
+      smtputf8: ext.smtputf8,
+      requireTls: ext.requireTls,
+      dsn: ext.dsn,
+      auth: false,
+      rrvs: ext.rrvs,
+      deliverBy: ext.deliverBy,
+      mtPriority: ext.mtPriority
     }
-    settings.set(c, s)
   }
-  return s
 }

@@ -35,7 +35,7 @@ import type * as Sasl from "../../Sasl.ts"
 import * as SmtpError from "../../SmtpError.ts"
 import { type Endpoint, type TlsState, type Transport, TransportError } from "../../Transport.ts"
 import * as LineReader from "../codec/LineReader.ts"
-import { connectionSettings, type ResolvedConfig } from "./Config.ts"
+import type { ResolvedConfig } from "./Config.ts"
 import * as Metrics from "./Metrics.ts"
 import { codeOf, isNegative, type ServerReplies } from "./Replies.ts"
 import * as Watchdog from "./Deadlines.ts"
@@ -43,7 +43,7 @@ import * as Chunking from "./Chunking.ts"
 import * as Mail from "./Mail.ts"
 import type { Transaction } from "./Mail.ts"
 import * as Security from "./Security.ts"
-import { AUTH_LINE_LENGTH, loadSasl } from "./Security.ts"
+import { loadSasl } from "./Security.ts"
 import { isBinary, isJunk, isNotSmtp, mustWait } from "./Refusals.ts"
 import { Close, type Outcome, type Step, type Stop } from "./Step.ts"
 import { redactAuth, traceLog } from "./Trace.ts"
@@ -64,6 +64,13 @@ export interface ServerContext {
   readonly deadlines: Watchdog.Deadlines
   /** Whether spans are made: only where a tracer receives them. */
   readonly traced: boolean
+  /** The protocol is LMTP. */
+  readonly lmtp: boolean
+  /** The longest line a connection's reader takes: AUTH's, or longer when configured. */
+  readonly readLimit: number
+  readonly bodyDeadline: LineReader.BodyDeadline
+  /** The MAIL and RCPT parameters the server's extensions allow. */
+  readonly mailEnabled: MailOptions.Enabled
   /** Called once when a connection has ended. */
   readonly release: (conversation: Conversation) => void
   /** The context connections extend. */
@@ -127,13 +134,12 @@ class Info implements ConnectionInfo {
 /** Replies queued before they are written even though more commands are buffered. */
 const MAX_QUEUED_REPLIES = 64
 
+/**
+ * One connection's state. What is the same for every connection of the server is read from the
+ * `ServerContext` (the getters below) rather than copied into each: a server holds thousands.
+ */
 export class Conversation {
-  readonly c: ResolvedConfig
-  readonly r: ServerReplies
-  readonly lmtp: boolean
   readonly reader: LineReader.LineReader
-  readonly bodyDeadline: LineReader.BodyDeadline
-  readonly mailEnabled: MailOptions.Enabled
   readonly info: ConnectionInfo
   session!: Session
 
@@ -144,15 +150,11 @@ export class Conversation {
   pipelining = true
   /** The reply a refused session started with (then only QUIT is accepted). */
   refusal: string | undefined = undefined
-  /** The time for a whole command line. */
-  commandTimeout: Duration.Duration
   /** What `trace` logs next, oldest first (undefined when not tracing). */
   trace: Array<string> | undefined
   authIdentity: string | undefined = undefined
   remote: Endpoint | undefined
   local: Endpoint | undefined
-  /** XCLIENT is offered to this client (its address is in `xclient.trusted`). */
-  readonly xclientAllowed: boolean
   xclientAttributes: XclientAttributes | undefined = undefined
   /** For a client offered XCLIENT: how its session is replaced. */
   sessions: Xclient.Sessions | undefined = undefined
@@ -171,6 +173,8 @@ export class Conversation {
   lineDeadline = false
   /** A write the peer did not take in time: the conversation stops where it is stuck. */
   writeStuck = false
+  /** The greeting (or the refusal) is under way: a last reply may be owed. */
+  started = false
 
   readonly transport: Transport
   readonly server: ServerContext
@@ -180,7 +184,6 @@ export class Conversation {
   readonly watchdog: Watchdog.Watchdog & { readonly close: () => void }
   readonly fiber: Fiber.Fiber<unknown, unknown>
   readonly services: Context.Context<never>
-  readonly traced: boolean
 
   constructor(
     transport: Transport,
@@ -196,26 +199,47 @@ export class Conversation {
     this.watchdog = server.deadlines.watchdog()
     this.fiber = fiber
     this.services = services
-    // Spans cost a little per transaction: none when no tracer would receive them.
-    this.traced = server.traced
-    const c = server.config
-    this.c = c
-    this.r = server.replies
-    this.commandTimeout = c.timeouts.command
-    this.trace = c.logTraffic ? [] : undefined
-    this.lmtp = c.protocol === "lmtp"
-    this.reader = LineReader.make(transport, {
-      maxLineLength: Math.max(c.maxLineLength, AUTH_LINE_LENGTH),
-      watchdog: { watchdog: this.watchdog, onBodyTimeout: this.expireRead }
-    })
-    const shared = connectionSettings(c)
-    this.bodyDeadline = shared.bodyDeadline
-    this.mailEnabled = shared.mailEnabled
+    this.trace = server.config.logTraffic ? [] : undefined
+    // The conversation holds the reader's body deadlines (`watchdog`, `onBodyTimeout`) itself.
+    this.reader = LineReader.make(transport, { maxLineLength: server.readLimit, watchdog: this })
     this.remote = transport.remoteEndpoint
     this.local = transport.localEndpoint
-    const peer = transport.remoteEndpoint
-    this.xclientAllowed = c.xclient !== undefined && peer?._tag === "Tcp" && c.xclient.contains(peer.host)
     this.info = new Info(this, connection.id)
+  }
+
+  get c(): ResolvedConfig {
+    return this.server.config
+  }
+  get r(): ServerReplies {
+    return this.server.replies
+  }
+  get lmtp(): boolean {
+    return this.server.lmtp
+  }
+  get bodyDeadline(): LineReader.BodyDeadline {
+    return this.server.bodyDeadline
+  }
+  get mailEnabled(): MailOptions.Enabled {
+    return this.server.mailEnabled
+  }
+  /** Spans cost a little per transaction: none when no tracer would receive them. */
+  get traced(): boolean {
+    return this.server.traced
+  }
+  /** The time for a whole command line (a refused session waits for QUIT a shorter time). */
+  get commandTimeout(): Duration.Duration {
+    const t = this.server.config.timeouts
+    return this.refusal === undefined ? t.command : t.refusedSession
+  }
+  /** XCLIENT is offered to this client (its address, as accepted, is in `xclient.trusted`). */
+  get xclientAllowed(): boolean {
+    const trusted = this.server.config.xclient
+    const peer = this.transport.remoteEndpoint
+    return trusted !== undefined && peer?._tag === "Tcp" && trusted.contains(peer.host)
+  }
+  /** When a body's deadline passes (the reader's watchdog holder is the conversation). */
+  get onBodyTimeout(): Effect.Effect<void> {
+    return this.expireRead
   }
 
   count(metric: Metric.Metric<number, unknown>, n: number) {
@@ -463,7 +487,7 @@ export class Conversation {
           this.watchdog.arm(this.commandTimeout, this.expireRead)
         }
         this.idle = this.tx === undefined
-        return Effect.flatMap(reader.fill, this.afterFill)
+        return this.awaitCommand
       }
       if (this.lineDeadline) {
         this.lineDeadline = false
@@ -483,6 +507,12 @@ export class Conversation {
   readonly afterFill = (): Effect.Effect<void, Stop> => {
     this.idle = false
     return this.next()
+  }
+
+  #awaitCommand: Effect.Effect<void, Stop> | undefined = undefined
+  /** Reads more of the peer's input, then goes on: made once per connection, run for most commands. */
+  get awaitCommand(): Effect.Effect<void, Stop> {
+    return this.#awaitCommand ??= Effect.flatMap(this.reader.fill, this.afterFill)
   }
 
   afterStep(outcome: Outcome): Effect.Effect<void, Stop> {
@@ -566,7 +596,6 @@ export class Conversation {
   /** A session refused by the backend: its reply instead of the greeting, then only QUIT. */
   refuse(wire: string) {
     this.refusal = wire
-    this.commandTimeout = this.c.timeouts.refusedSession
   }
 
   /** The greeting, then the conversation. */
@@ -586,26 +615,40 @@ export class Conversation {
     })
   }
 
-  /** Runs the conversation and ends it: a last reply where one is owed, never a failure. */
-  run(): Effect.Effect<void> {
+  /** The conversation, from the greeting; how it ended is settled by `finish`. */
+  run(): Effect.Effect<void, Stop> {
+    this.started = true
     const delay = this.c.greetingDelay
     // (Not after implicit TLS: a client may send its first command with the end of the handshake.)
-    const conversation = Duration.isZero(delay) || this.implicitTls || this.refusal !== undefined
-      ? this.greet()
-      : this.greetLate(delay)
-    return conversation.pipe(
-      Effect.matchCauseEffect({ onSuccess: () => Effect.void, onFailure: (cause) => this.ending(cause) }),
-      Effect.onExit((exit) => {
-        const abort = Chunking.abortBdat(this.tx)
-        // Interrupted (shutdown, or a write the peer never took): 421, unless writing is stuck.
-        return Exit.hasInterrupts(exit) && !this.writeStuck ? Effect.andThen(this.farewell(this.r.shuttingDown), abort) : abort
-      })
+    return Duration.isZero(delay) || this.implicitTls || this.refusal !== undefined ? this.greet() : this.greetLate(delay)
+  }
+
+  /**
+   * After the conversation: the last reply owed for how it ended, then the session's finalizers
+   * (which see it interrupted, or done: a failure has had its reply), then the connection
+   * closes. One finalizer for all of it: an idle connection's fiber holds one frame.
+   */
+  finish(scope: Scope.Closeable, exit: Exit.Exit<void, Stop>): Effect.Effect<void> {
+    const interrupted = Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause)
+    const last = Exit.isSuccess(exit) || !this.started
+      ? Effect.void
+      : interrupted
+      // Interrupted (shutdown, or a write the peer never took): 421, unless writing is stuck.
+      ? this.writeStuck ? Effect.void : this.farewell(this.r.shuttingDown)
+      : this.ending(exit.cause)
+    return last.pipe(
+      Effect.andThen(Effect.suspend(() => Chunking.abortBdat(this.tx))),
+      Effect.andThen(Effect.suspend(() => this.end(scope, interrupted ? exit : Exit.void)))
     )
   }
 
-  /** How the conversation ended early, and the last reply that is owed for it. */
+  /** `finish` as the connection's finalizer: made here, it keeps nothing else of `serve` alive. */
+  finisher(scope: Scope.Closeable): (exit: Exit.Exit<void, Stop>) => Effect.Effect<void> {
+    return (exit) => this.finish(scope, exit)
+  }
+
+  /** How the conversation ended early (not interrupted), and the last reply that is owed for it. */
   ending(cause: Cause.Cause<Stop>): Effect.Effect<void> {
-    if (Cause.hasInterruptsOnly(cause)) return Effect.failCause(cause as Cause.Cause<never>) // stays interrupted
     const e = Cause.findErrorOption(cause)
     if (e._tag === "Some") {
       const error = e.value
@@ -619,7 +662,7 @@ export class Conversation {
     )
   }
 
-  /** After the conversation: the session's finalizers run before the connection closes. */
+  /** The session's finalizers run before the connection closes. */
   end(scope: Scope.Closeable, exit: Exit.Exit<unknown, unknown>): Effect.Effect<void> {
     this.server.open.delete(this)
     this.watchdog.close()
@@ -635,7 +678,7 @@ export class Conversation {
   }
 
   /** Opens the session, then converses; a session the backend refuses gets its refusal, then only QUIT. */
-  converse(backend: Backend["Service"], scope: Scope.Scope): Effect.Effect<void, never, Connection | Scope.Scope> {
+  converse(backend: Backend["Service"], scope: Scope.Scope): Effect.Effect<void, Stop, Connection | Scope.Scope> {
     let opening: Effect.Effect<Session, unknown, Scope.Scope> = backend.newSession(this.info)
     if (this.xclientAllowed) {
       this.sessions = { backend, parent: scope, current: undefined }
@@ -685,6 +728,10 @@ const isEmpty = (o: object) => {
   return true
 }
 
+/** A conversation that ended early has had its last reply (`finish`): only an interruption stays. */
+const settled = (cause: Cause.Cause<Stop>): Effect.Effect<void> =>
+  Cause.hasInterruptsOnly(cause) ? Effect.failCause(cause as Cause.Cause<never>) : Effect.void
+
 /**
  * Serves one accepted connection until it ends; never fails. The connection's services (its
  * scope, `Connection`, log annotations) are added to the fiber's context at once, and one
@@ -708,7 +755,9 @@ export const serve = (
     server.open.add(conversation)
     const conversing = Effect.andThen(Effect.logDebug("connection opened"), conversation.converse(Context.get(parent, Backend), scope))
     // The whole context, in place of the fiber's (which it extends): providing it would merge
-    // the two, copying every service into a map of its own.
-    const conversed: Effect.Effect<void, never, Connection | Scope.Scope> = Effect.onExit(conversing, (exit) => conversation.end(scope, exit))
-    return Effect.updateContext(conversed, (_: Context.Context<Backend>) => context as Context.Context<Connection | Scope.Scope>)
+    // the two, copying every service into a map of its own. Not restored: the fiber is the
+    // connection's own, and ends with it.
+    fiber.setContext(context)
+    const served = Effect.catchCause(Effect.onExit(conversing, conversation.finisher(scope)), settled)
+    return served as Effect.Effect<void, never, unknown> as Effect.Effect<void> // its services: the context just set
   })

@@ -75,8 +75,8 @@ function onSocketClose(this: net.Socket) {
 
 /**
  * One connection, as an object rather than a closure per operation: a server holds thousands
- * of them. The Transport's functions are own properties (a copy made with `{ ...transport }`
- * keeps working); everything else is on the prototype.
+ * of them. The Transport's functions are on the prototype: a wrapper delegates to them (see
+ * `TransportView`) rather than copying them with a spread.
  */
 export class NodeConnection implements Transport {
   readonly raw: net.Socket
@@ -136,15 +136,23 @@ export class NodeConnection implements Transport {
 
   // --- the Transport ---
 
-  readonly read: Effect.Effect<Uint8Array | undefined, TransportError> = Effect.suspend(() => {
+  // Made once per connection: an idle connection waits in it.
+  readonly read: Effect.Effect<Uint8Array | undefined, TransportError> = Effect.callback((resume) => {
     if (this.waiter !== undefined) {
-      return Effect.fail(new TransportError({ reason: "Read", message: "another read is already pending" }))
+      return resume(Effect.fail(new TransportError({ reason: "Read", message: "another read is already pending" })))
     }
-    if (this.aheadBytes > 0 && !this.closing) return Effect.succeed(this.takeAhead())
-    return this.awaitChunk
+    if (this.aheadBytes > 0 && !this.closing) return resume(Effect.succeed(this.takeAhead()))
+    this.waiter = resume
+    if (!this.flowing) {
+      this.flowing = true
+      // (a socket accepted with pauseOnConnect does not start flowing on its own)
+      this.current?.on("data", onSocketData).resume()
+    }
+    this.wake()
+    return this.waiter === resume ? this.cancelRead : undefined // undefined: resumed synchronously
   })
 
-  readonly writeUnsafe = (data: Uint8Array | string): Effect.Effect<void, TransportError> => {
+  writeUnsafe(data: Uint8Array | string): Effect.Effect<void, TransportError> {
     if (this.closing) return Effect.fail(closedLocally())
     const s = this.current
     if (s === undefined) {
@@ -156,24 +164,31 @@ export class NodeConnection implements Transport {
     return s.write(data) ? Effect.void : this.awaitDrain(s)
   }
 
-  readonly write = (data: Uint8Array | string): Effect.Effect<void, TransportError> =>
-    Effect.suspend(() => this.writeUnsafe(data))
+  write(data: Uint8Array | string): Effect.Effect<void, TransportError> {
+    return Effect.suspend(() => this.writeUnsafe(data))
+  }
 
-  readonly upgradeTls: Transport["upgradeTls"] = (upgrade) =>
-    Effect.callback<void, TransportError>((resume) => this.startUpgrade(upgrade, resume))
+  upgradeTls(upgrade: Parameters<Transport["upgradeTls"]>[0]): Effect.Effect<void, TransportError> {
+    return Effect.callback<void, TransportError>((resume) => this.startUpgrade(upgrade, resume))
+  }
 
-  readonly tls = (): TlsState | undefined => this.tlsState
+  tls(): TlsState | undefined {
+    return this.tlsState
+  }
 
-  readonly close: Effect.Effect<void> = Effect.callback((resume) => {
-    this.beginClose()
-    if (this.closed) return resume(Effect.void)
-    const done = () => resume(Effect.void)
-    const waiters = this.closeWaiters ??= new Set()
-    waiters.add(done)
-    return Effect.sync(() => {
-      waiters.delete(done)
+  // Made when asked for (once or twice per connection), not kept by every idle one.
+  get close(): Effect.Effect<void> {
+    return Effect.callback((resume) => {
+      this.beginClose()
+      if (this.closed) return resume(Effect.void)
+      const done = () => resume(Effect.void)
+      const waiters = this.closeWaiters ??= new Set()
+      waiters.add(done)
+      return Effect.sync(() => {
+        waiters.delete(done)
+      })
     })
-  })
+  }
 
   // --- reading ---
 
@@ -214,17 +229,6 @@ export class NodeConnection implements Transport {
 
   readonly cancelRead: Effect.Effect<void> = Effect.sync(() => {
     this.waiter = undefined // interrupted: the next read takes over
-  })
-
-  readonly awaitChunk: Effect.Effect<Uint8Array | undefined, TransportError> = Effect.callback((resume) => {
-    this.waiter = resume
-    if (!this.flowing) {
-      this.flowing = true
-      // (a socket accepted with pauseOnConnect does not start flowing on its own)
-      this.current?.on("data", onSocketData).resume()
-    }
-    this.wake()
-    return this.waiter === resume ? this.cancelRead : undefined // undefined: resumed synchronously
   })
 
   onData(chunk: Buffer) {

@@ -1,11 +1,13 @@
 /** Listening sockets: binding (Unix sockets with their access rights), accepting, PROXY headers and implicit TLS before `accept`. */
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Queue from "effect/Queue"
 import * as Result from "effect/Result"
 import type * as Scope from "effect/Scope"
 import * as fs from "node:fs"
 import * as net from "node:net"
 import { dirname, join } from "node:path"
+import { type Taker, withHandover } from "./Handover.ts"
 import * as ProxyListener from "./ProxyListener.ts"
 import * as UnixSocketAccess from "./UnixSocketAccess.ts"
 import {
@@ -190,6 +192,9 @@ export const listenSockets = (
       : { _tag: "Tcp", host: address.address, port: address.port } satisfies Endpoint
   })
 
+/** Addresses that listen on every interface: a connection's local address is its own. */
+const wildcards = new Set(["0.0.0.0", "::", ""])
+
 /**
  * Accepted sockets to `Transport`s: implicit TLS handshakes and PROXY headers first, then the
  * queue `accept` takes from. Its finalizer stops everything not yet taken.
@@ -213,6 +218,9 @@ const makeAcceptor = (options: ListenOptions) =>
     let accepting = true
     // Where the listener is bound: set once bound (Unix connections have it as their local endpoint).
     let bound: Endpoint = endpoint
+    // A TCP listener bound to one address: every connection's local end is that address and
+    // port, known without a getsockname per connection. (Not for a wildcard address.)
+    let boundLocal: Endpoint | undefined = undefined
 
     yield* Effect.addFinalizer(() =>
       Effect.gen(function*() {
@@ -224,7 +232,15 @@ const makeAcceptor = (options: ListenOptions) =>
       }).pipe(Effect.orDie)
     )
 
-    const offer = (t: Transport): Effect.Effect<void> => accepting && Queue.offerUnsafe(queue, t) ? Effect.void : t.close
+    // Where accepted connections go: to the taker handed them, else into the queue `accept` takes from.
+    let taker: Taker | undefined = undefined
+    const deliver = (t: Transport): boolean => {
+      if (!accepting) return false
+      if (taker === undefined) return Queue.offerUnsafe(queue, t)
+      taker(t)
+      return true
+    }
+    const offer = (t: Transport): Effect.Effect<void> => deliver(t) ? Effect.void : t.close
 
     // PROXY header first (read with the listener's services: its clock, its logger), then TLS.
     const acceptProxied = (acceptor: ProxyListener.Acceptor, socket: net.Socket, endpoints: MakeOptions) => {
@@ -252,9 +268,12 @@ const makeAcceptor = (options: ListenOptions) =>
       if (!accepting) return void socket.destroy()
       const endpoints: MakeOptions = bound._tag === "Unix"
         ? { localEndpoint: bound }
-        : { localEndpoint: tcpEndpoint(socket.localAddress, socket.localPort), remoteEndpoint: tcpEndpoint(socket.remoteAddress, socket.remotePort) }
+        : {
+          localEndpoint: boundLocal ?? tcpEndpoint(socket.localAddress, socket.localPort),
+          remoteEndpoint: tcpEndpoint(socket.remoteAddress, socket.remotePort)
+        }
       if (tlsOptions === undefined && proxyAcceptor === undefined) {
-        if (!accepting || !Queue.offerUnsafe(queue, makeConn(socket, "server", endpoints))) socket.destroy()
+        if (!deliver(makeConn(socket, "server", endpoints))) socket.destroy()
         return
       }
       socket.on("error", ignore) // until a transport adds its own listener
@@ -264,7 +283,7 @@ const makeAcceptor = (options: ListenOptions) =>
         pending.delete(cancel)
         // A failed handshake is the client's problem: the socket is already destroyed.
         if (!("socket" in result)) return
-        if (!accepting || !Queue.offerUnsafe(queue, makeConn(result.socket, "server", endpoints))) result.socket.destroy()
+        if (!deliver(makeConn(result.socket, "server", endpoints))) result.socket.destroy()
       })
       pending.add(cancel)
     }
@@ -273,9 +292,16 @@ const makeAcceptor = (options: ListenOptions) =>
       onSocket,
       // A socket the caller reads first (TLS through a PROXY header) is taken paused.
       pauseOnConnect: tlsOptions === undefined || proxyAcceptor !== undefined,
-      listener: (at: Endpoint): Listener => {
+      /** `at`: where it is bound; `exact` when it is the listening socket's own address. */
+      listener: (at: Endpoint, exact: boolean): Listener => {
         bound = at
-        return { endpoint: at, implicitTls: tlsOptions !== undefined, accept: Queue.take(queue) }
+        if (exact && at._tag === "Tcp" && !wildcards.has(at.host)) boundLocal = tcpEndpoint(at.host, at.port)
+        return withHandover({ endpoint: at, implicitTls: tlsOptions !== undefined, accept: Queue.take(queue) }, (t) => {
+          taker = t
+          if (t === undefined) return
+          // What was accepted before there was a taker goes to it first.
+          for (let e = Queue.takeUnsafe(queue); e !== undefined && Exit.isSuccess(e); e = Queue.takeUnsafe(queue)) t(e.value)
+        })
       }
     }
   })
@@ -300,7 +326,7 @@ export const listen = (options: ListenOptions): Effect.Effect<Listener, Transpor
   Effect.gen(function*() {
     const acceptor = yield* makeAcceptor(options)
     const bound = yield* listenSockets({ ...options, pauseOnConnect: acceptor.pauseOnConnect }, acceptor.onSocket)
-    return acceptor.listener(bound)
+    return acceptor.listener(bound, true)
   })
 
 /**
@@ -316,4 +342,4 @@ export const adopt = (
   /** Gives it a socket another process accepted. */
   readonly handOver: (socket: net.Socket) => void
 }, TransportError, Scope.Scope> =>
-  Effect.map(makeAcceptor(options), (acceptor) => ({ listener: acceptor.listener(options.endpoint), handOver: acceptor.onSocket }))
+  Effect.map(makeAcceptor(options), (acceptor) => ({ listener: acceptor.listener(options.endpoint, false), handOver: acceptor.onSocket }))

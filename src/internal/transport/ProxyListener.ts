@@ -15,6 +15,7 @@ import {
   TransportError
 } from "../../Transport.ts"
 import * as IpNetworks from "./IpNetworks.ts"
+import { TransportView } from "./TransportView.ts"
 
 /** Postfix's `smtpd_upstream_proxy_timeout`: a proxy sends its header at once. */
 const DEFAULT_TIMEOUT = Duration.seconds(5)
@@ -87,12 +88,13 @@ export const make = (options: ProxyProtocolOptions): Result.Result<Acceptor, str
         onSuccess: ({ header, rest }): Effect.Effect<Transport | undefined> => {
           const t = rest.length > 0 ? unread(rest) : transport
           // LOCAL, UNKNOWN and UNSPEC: the proxy speaks for itself; the real endpoints stay.
-          return Effect.succeed({
-            ...t,
-            remoteEndpoint: header.source ?? t.remoteEndpoint,
-            localEndpoint: header.destination ?? t.localEndpoint,
-            proxy: { header, proxy: peer }
-          })
+          return Effect.succeed(
+            new TransportView(t, {
+              remoteEndpoint: header.source ?? t.remoteEndpoint,
+              localEndpoint: header.destination ?? t.localEndpoint,
+              proxy: { header, proxy: peer }
+            })
+          )
         }
       }),
       Effect.onInterrupt(() => transport.close)
