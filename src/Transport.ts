@@ -100,7 +100,13 @@ export type TlsServerOptions = tls.TlsOptions
 /** TLS settings for the client side: `servername`, `ca`, `rejectUnauthorized` (default true), client certificates. */
 export type TlsClientOptions = Omit<tls.ConnectionOptions, "socket" | "host" | "port" | "path">
 
-/** One connection, server or client side. */
+/**
+ * One connection, server or client side.
+ *
+ * A transport's members may live on its prototype (NodeTransport's do: an object with its
+ * methods shared costs an idle connection less). To wrap one, delegate to it, member by member;
+ * a spread copy (`{ ...transport }`) would lose them.
+ */
 export interface Transport {
   /**
    * The next chunk of bytes from the peer, `undefined` at a clean end of stream.
