@@ -6,9 +6,6 @@
  * (The server reads with `LineReader`, which also takes DATA bodies and BDAT chunks; a client
  * only ever reads reply lines.)
  */
-import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
-import { type Transport, TransportError } from "../../Transport.ts"
 import { joinUnread } from "../codec/Unread.ts"
 
 const LF = 10
@@ -33,19 +30,13 @@ export class ReplyLines<A> {
   private readonly knownValues: Array<A> = []
   /** The longest line, its line ending included. */
   private readonly limit: number
-  /** Reads one more chunk into the buffer; the end of the stream is a failure. One Effect, run again and again. */
-  readonly fill: Effect.Effect<void, TransportError>
 
-  constructor(transport: Transport, limit: number) {
+  constructor(limit: number) {
     this.limit = limit
-    this.fill = Effect.flatMap(transport.read, (chunk) => {
-      if (chunk === undefined) return Exit.fail(TransportError.closed("connection closed by peer"))
-      this.append(chunk)
-      return Exit.void
-    })
   }
 
-  private append(chunk: Uint8Array) {
+  /** Adds bytes read from the connection. */
+  append(chunk: Uint8Array) {
     this.buf = joinUnread(this.buf, this.pos, chunk)
     this.pos = 0
   }
