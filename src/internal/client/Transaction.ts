@@ -95,10 +95,10 @@ export interface LmtpStatus {
   readonly error: SmtpError | undefined
 }
 
-const recipientsOf = (to: Message["to"]): ReadonlyArray<Recipient> => {
-  const list = typeof to === "string" || !Array.isArray(to) ? [to as string | Recipient] : to as ReadonlyArray<string | Recipient>
-  return list.map((r) => (typeof r === "string" ? { address: r } : r))
-}
+const recipientsOf = (to: Message["to"]): ReadonlyArray<string | Recipient> =>
+  typeof to === "string" || !Array.isArray(to) ? [to as string | Recipient] : to as ReadonlyArray<string | Recipient>
+
+const NO_OPTIONS: MailOptions.RcptOptions = {}
 
 const checkChunkSize = (size: number | undefined): Result.Result<number, SmtpClientError> => {
   const n = size ?? DEFAULT_CHUNK_SIZE
@@ -384,14 +384,13 @@ const plan = <E, R>(s: Session, message: Message<E, R>): Result.Result<Plan<E, R
   const options: { -readonly [K in keyof MailOptions.MailOptions]: MailOptions.MailOptions[K] } = { ...message.mailOptions }
   const binary = options.body === "BINARYMIME"
   const transfer = message.transfer ?? "auto"
-  const chunkSize = checkChunkSize(message.chunkSize)
   const bdat = transfer === "bdat" || binary
+  const chunkSize = bdat ? checkChunkSize(message.chunkSize) : undefined
   let data: ClientBody.PreparedData | undefined
   let chunk: ClientBody.Chunk | undefined
   if (bytes !== undefined) {
-    const fits = Result.isSuccess(chunkSize) && bytes.length <= chunkSize.success
-    if (bdat) {
-      if (fits) {
+    if (chunkSize !== undefined) {
+      if (Result.isSuccess(chunkSize) && bytes.length <= chunkSize.success) {
         const whole = ClientBody.wholeChunk(bytes, { binary })
         if (whole.length <= chunkSize.success) chunk = { bytes: whole, last: true }
       }
@@ -406,12 +405,16 @@ const plan = <E, R>(s: Session, message: Message<E, R>): Result.Result<Plan<E, R
     }
     if (options.body === undefined && s.has("8BITMIME") && ClientBody.hasEightBit(bytes)) options.body = "8BITMIME"
   }
-  if (recipients.some((r) => Address.isUtf8(r.address))) options.smtputf8 = true
+  for (const r of recipients) {
+    if (Address.isUtf8(typeof r === "string" ? r : r.address)) options.smtputf8 = true
+  }
   const mail = Envelope.mailCommand(message.from, options, s.extensions, s.addresses)
   if (Result.isFailure(mail)) return Result.fail(mail.failure)
   const rcpts: Array<Envelope.RcptCommand> = []
   for (const r of recipients) {
-    const c = Envelope.rcptCommand(r.address, r.options ?? {}, s.extensions, mail.success.smtputf8, s.addresses)
+    const c = typeof r === "string"
+      ? Envelope.rcptCommand(r, NO_OPTIONS, s.extensions, mail.success.smtputf8, s.addresses)
+      : Envelope.rcptCommand(r.address, r.options ?? NO_OPTIONS, s.extensions, mail.success.smtputf8, s.addresses)
     if (Result.isFailure(c)) return Result.fail(c.failure)
     rcpts.push(c.success)
   }
@@ -419,7 +422,7 @@ const plan = <E, R>(s: Session, message: Message<E, R>): Result.Result<Plan<E, R
   const chunked = bdat && chunk === undefined
   if (chunked || chunk !== undefined) {
     if (!s.has("CHUNKING")) return Result.fail(unsupported("the server does not offer CHUNKING (BDAT)"))
-    if (Result.isFailure(chunkSize)) return Result.fail(chunkSize.failure)
+    if (chunkSize !== undefined && Result.isFailure(chunkSize)) return Result.fail(chunkSize.failure)
   }
   return Result.succeed({ mail: mail.success, rcpts, data, chunk, chunked, body: message.body })
 }
