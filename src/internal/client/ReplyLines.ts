@@ -28,6 +28,7 @@ export class ReplyLines<A> {
   // Lines remembered by `remember`, with the line ending, and what each stands for.
   private readonly knownBytes: Array<Uint8Array> = []
   private readonly knownValues: Array<A> = []
+  private nextKnown = 0
   /** The longest line, its line ending included. */
   private readonly limit: number
 
@@ -79,7 +80,10 @@ export class ReplyLines<A> {
     const buf = this.buf
     const pos = this.pos
     const known = this.knownBytes
-    for (let k = 0; k < known.length; k++) {
+    const count = known.length
+    // A server answers each transaction in the same order: the line after the one matched
+    // last is looked at first.
+    for (let tried = 0, k = this.nextKnown; tried < count; tried++, k = k + 1 === count ? 0 : k + 1) {
       const line = known[k]!
       const n = line.length
       // Every remembered line ends with LF and holds no other: a match is one whole line.
@@ -88,6 +92,7 @@ export class ReplyLines<A> {
       while (i < n && buf[pos + i] === line[i]) i++
       if (i === n) {
         this.pos = pos + n
+        this.nextKnown = k + 1 === count ? 0 : k + 1
         return this.knownValues[k]
       }
     }
