@@ -403,7 +403,9 @@ const plan = <E, R>(s: Session, message: Message<E, R>): Result.Result<Plan<E, R
       data = ClientBody.prepareData(bytes)
       options.size ??= data.size
     }
-    if (options.body === undefined && s.has("8BITMIME") && ClientBody.hasEightBit(bytes)) options.body = "8BITMIME"
+    if (options.body === undefined && s.has("8BITMIME") && (data?.eightBit ?? ClientBody.hasEightBit(bytes))) {
+      options.body = "8BITMIME"
+    }
   }
   for (const r of recipients) {
     if (Address.isUtf8(typeof r === "string" ? r : r.address)) options.smtputf8 = true
