@@ -480,6 +480,102 @@ describe("SmtpClient: the message body", () => {
 
 const b64 = (s: string) => Buffer.from(s, "latin1").toString("base64")
 
+describe("SmtpClient: one operation at a time", () => {
+  it.effect("operations started together go one after the other, in call order", () =>
+    Effect.gen(function*() {
+      const { client, fiber } = yield* scripted((p) =>
+        Effect.gen(function*() {
+          yield* Scripted.greet(p)
+          yield* p.expect("NOOP")
+          // The next command must wait for this reply.
+          const next = yield* Effect.forkChild(p.line)
+          yield* settle
+          assert.isUndefined(next.pollUnsafe())
+          yield* p.reply(250, "2.0.0 noop")
+          assert.strictEqual(yield* Fiber.join(next), "RSET")
+          yield* p.reply(250, "2.0.0 reset")
+          yield* p.expect("VRFY someone")
+          yield* p.reply(252, "2.1.5 maybe")
+        }))
+      const replies = yield* Effect.all([client.noop, client.reset, client.verify("someone")], { concurrency: "unbounded" })
+      assert.deepStrictEqual(replies.map((r) => r.code), [250, 250, 252])
+      yield* Fiber.join(fiber)
+    }))
+
+  it.effect("an operation interrupted before its turn sends nothing and leaves the connection open", () =>
+    Effect.gen(function*() {
+      const reply = yield* Deferred.make<void>()
+      const { client, fiber } = yield* scripted((p) =>
+        Effect.gen(function*() {
+          yield* Scripted.greet(p)
+          yield* p.expect("NOOP")
+          const next = yield* Effect.forkChild(p.line)
+          yield* Deferred.await(reply)
+          // The interrupted one gave up no turn it did not have: the next still waits.
+          assert.isUndefined(next.pollUnsafe())
+          yield* p.reply(250, "2.0.0 first")
+          assert.strictEqual(yield* Fiber.join(next), "NOOP")
+          yield* p.reply(250, "2.0.0 second")
+        }))
+      const first = yield* Effect.forkChild(client.noop)
+      yield* settle
+      const interrupted = yield* Effect.forkChild(client.reset)
+      yield* settle
+      yield* Fiber.interrupt(interrupted)
+      const second = yield* Effect.forkChild(client.noop)
+      yield* settle
+      yield* Deferred.succeed(reply, undefined)
+      assert.strictEqual((yield* Fiber.join(first)).text, "first")
+      assert.strictEqual((yield* Fiber.join(second)).text, "second")
+      assert.isTrue(client.isOpen())
+      yield* Fiber.join(fiber)
+    }))
+
+  it.effect("the same operation run again and again (client.noop is one Effect) keeps its runs apart", () =>
+    Effect.gen(function*() {
+      const reply = yield* Deferred.make<void>()
+      const { client, fiber } = yield* scripted((p) =>
+        Effect.gen(function*() {
+          yield* Scripted.greet(p)
+          yield* p.expect("NOOP")
+          const next = yield* Effect.forkChild(p.line)
+          yield* Deferred.await(reply)
+          assert.isUndefined(next.pollUnsafe())
+          yield* p.reply(250, "2.0.0 first")
+          assert.strictEqual(yield* Fiber.join(next), "NOOP")
+          yield* p.reply(250, "2.0.0 second")
+        }))
+      const noop = client.noop
+      const first = yield* Effect.forkChild(noop)
+      yield* settle
+      const interrupted = yield* Effect.forkChild(noop)
+      yield* settle
+      yield* Fiber.interrupt(interrupted)
+      const second = yield* Effect.forkChild(noop)
+      yield* settle
+      yield* Deferred.succeed(reply, undefined)
+      assert.strictEqual((yield* Fiber.join(first)).text, "first")
+      assert.strictEqual((yield* Fiber.join(second)).text, "second")
+      assert.isTrue(client.isOpen())
+      yield* Fiber.join(fiber)
+    }))
+
+  it.effect("an operation waiting its turn behind one that ends the connection fails with that error", () =>
+    Effect.gen(function*() {
+      const { client, fiber } = yield* scripted((p) =>
+        Effect.gen(function*() {
+          yield* Scripted.greet(p)
+          yield* p.expect("NOOP")
+          yield* p.reply(421, "4.3.2 going down")
+        }))
+      const [first, second] = yield* Effect.all([Effect.exit(client.noop), Effect.exit(client.reset)], { concurrency: "unbounded" })
+      assert.strictEqual((failureOf(first) as SmtpError).code, 421)
+      assert.strictEqual(failureOf(second), failureOf(first))
+      assert.isFalse(client.isOpen())
+      yield* Fiber.join(fiber)
+    }))
+})
+
 describe("SmtpClient: STARTTLS", () => {
   it.effect("upgrades, forgets what it learnt in plaintext, and says EHLO again", () =>
     Effect.gen(function*() {

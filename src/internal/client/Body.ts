@@ -161,18 +161,81 @@ export interface PreparedData {
   readonly wire: Uint8Array | undefined
   /** A larger body that needs no change: written as it is, then this terminator. */
   readonly tail: Uint8Array | undefined
+  /** Some byte has the high bit set: known for a body of one window, `undefined` otherwise. */
+  readonly eightBit: boolean | undefined
+}
+
+/** What ends a body whose last line ends with CRLF, and one whose last line does not. */
+const END = Uint8Array.of(0x2e, CR, LF)
+const END_WITH_CRLF = Uint8Array.of(CR, LF, 0x2e, CR, LF)
+
+const DOT = 0x2e
+
+/**
+ * A LF or CR at `j` that DATA must change: a lone one, or a line break before a dot. (Reads
+ * stay within the array: a read past its end makes V8 compile every read here slower.)
+ */
+const needsChange = (bytes: Uint8Array, j: number): boolean => {
+  const next = j + 1 < bytes.length ? bytes[j + 1]! : -1
+  return bytes[j] === LF ? j === 0 || bytes[j - 1] !== CR || next === DOT : next !== LF
+}
+
+/**
+ * Whether DATA sends `bytes` as they are (every line ending is CRLF, no line starts with a
+ * dot), and whether some byte is 8-bit: one pass, four bytes at a time (see `inspect`).
+ */
+const scanForData = (bytes: Uint8Array): { readonly clean: boolean; readonly eightBit: boolean } => {
+  const len = bytes.length
+  let clean = len === 0 || bytes[0] !== DOT
+  let high = 0
+  const wordStart = wordStartOf(bytes)
+  const words = wordsOf(bytes, wordStart)
+  let i = 0
+  if (words !== undefined) {
+    for (; i < wordStart; i++) {
+      const b = bytes[i]!
+      high |= b
+      if ((b === LF || b === CR) && needsChange(bytes, i)) clean = false
+    }
+    const kn = words.length
+    for (let k = 0; k < kn; k++) {
+      const w = words[k]!
+      high |= w
+      // Only a word with a byte below 14 can hold a CR or LF.
+      if ((((w - 0x0e0e0e0e) | 0) & ~w & 0x80808080) === 0) continue
+      const at = wordStart + (k << 2)
+      for (let j = at; j < at + 4; j++) {
+        const b = bytes[j]!
+        if ((b === LF || b === CR) && needsChange(bytes, j)) clean = false
+      }
+    }
+    i = wordStart + (kn << 2)
+  }
+  for (; i < len; i++) {
+    const b = bytes[i]!
+    high |= b
+    if ((b === LF || b === CR) && needsChange(bytes, i)) clean = false
+  }
+  return { clean, eightBit: (high & 0x80808080) !== 0 }
 }
 
 export const prepareData = (bytes: Uint8Array): PreparedData => {
-  const dots = new DotEncoder()
   if (bytes.length <= ENCODE_WINDOW) {
+    const { clean, eightBit } = scanForData(bytes)
+    if (clean) {
+      // As `DotEncoder` would send it, without its pass: the body, then the terminator.
+      const crlf = bytes.length === 0 || bytes[bytes.length - 1] === LF
+      return { size: bytes.length + (crlf ? 0 : 2), bytes, wire: Slab.concat(bytes, crlf ? END : END_WITH_CRLF), tail: undefined, eightBit }
+    }
+    const dots = new DotEncoder()
     const encoded = dots.encode(bytes)
     const wire = Slab.concat(encoded, dots.end())
-    return { size: bytes.length + dots.added, bytes, wire, tail: undefined }
+    return { size: bytes.length + dots.added, bytes, wire, tail: undefined, eightBit }
   }
+  const dots = new DotEncoder()
   for (let at = 0; at < bytes.length; at += ENCODE_WINDOW) dots.encode(bytes.subarray(at, at + ENCODE_WINDOW))
   const tail = dots.end()
-  return { size: bytes.length + dots.added, bytes, wire: undefined, tail: dots.changed ? undefined : tail }
+  return { size: bytes.length + dots.added, bytes, wire: undefined, tail: dots.changed ? undefined : tail, eightBit: undefined }
 }
 
 /** Sends a prepared body after the 354 (see `writeDataBody`). */

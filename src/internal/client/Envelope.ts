@@ -68,29 +68,52 @@ const parseAddress = (text: string, role: "sender" | "recipient"): Result.Result
 /** Addresses remembered per connection, in each role. */
 const REMEMBERED_ADDRESSES = 64
 
+/** An address checked, and the start of its command line. */
+export interface CheckedAddress {
+  readonly address: Address.Address
+  /** Non-ASCII: needs SMTPUTF8. */
+  readonly utf8: boolean
+  /** `MAIL FROM:<address>` or `RCPT TO:<address>`, without parameters or CRLF. */
+  readonly head: string
+  /** A RCPT command without parameters: the same every time. */
+  plain: RcptCommand | undefined
+}
+
 /**
  * The addresses one connection has checked: a client sends from and to the same few again
- * and again, and each is parsed once (the first `REMEMBERED_ADDRESSES` of each role).
+ * and again, and each is parsed, and its command started, once (the first
+ * `REMEMBERED_ADDRESSES` of each role).
  */
 export class CheckedAddresses {
-  private readonly senders = new Map<string, Result.Result<Address.Address, SmtpClientError>>()
-  private readonly recipients = new Map<string, Result.Result<Address.Address, SmtpClientError>>()
+  private readonly senders = new Map<string, Result.Result<CheckedAddress, SmtpClientError>>()
+  private readonly recipients = new Map<string, Result.Result<CheckedAddress, SmtpClientError>>()
 
-  check(text: string, role: "sender" | "recipient"): Result.Result<Address.Address, SmtpClientError> {
+  check(text: string, role: "sender" | "recipient"): Result.Result<CheckedAddress, SmtpClientError> {
     const known = role === "sender" ? this.senders : this.recipients
     const seen = known.get(text)
     if (seen !== undefined) return seen
-    const r = parseAddress(text, role)
-    if (Result.isSuccess(r) && known.size < REMEMBERED_ADDRESSES) known.set(text, r)
+    const parsed = parseAddress(text, role)
+    if (Result.isFailure(parsed)) return Result.fail(parsed.failure)
+    const address = parsed.success
+    const head = Command.format(role === "sender" ? { _tag: "Mail", from: address, params: [] } : { _tag: "Rcpt", to: address, params: [] })
+    const r = Result.succeed({ address, utf8: Address.isUtf8(address), head, plain: undefined })
+    if (known.size < REMEMBERED_ADDRESSES) known.set(text, r)
     return r
   }
 }
+
+/** `head` and `params` as a command line (what `Command.format` makes), CR, LF and NUL refused. */
+const withParams = (head: string, params: ReadonlyArray<string>): Result.Result<string, SmtpClientError> =>
+  commandLine(params.length === 0 ? head : params.length === 1 ? `${head} ${params[0]}` : `${head} ${params.join(" ")}`)
 
 export interface MailCommand {
   readonly line: string
   readonly smtputf8: boolean
   readonly binary: boolean
 }
+
+/** MAIL FROM:<> */
+const NULL_SENDER = Command.format({ _tag: "Mail", from: null, params: [] })
 
 /**
  * MAIL FROM for `from` (`null` for the null reverse-path `<>`). SMTPUTF8 is added when
@@ -102,15 +125,15 @@ export const mailCommand = (
   extensions: Extensions,
   addresses: CheckedAddresses
 ): Result.Result<MailCommand, SmtpClientError> => {
-  let address: Address.Address | null = null
+  let sender: CheckedAddress | undefined
   if (from !== null) {
-    const parsed = addresses.check(from, "sender")
-    if (Result.isFailure(parsed)) return Result.fail(parsed.failure)
-    address = parsed.success
+    const checked = addresses.check(from, "sender")
+    if (Result.isFailure(checked)) return Result.fail(checked.failure)
+    sender = checked.success
   }
   const has = (keyword: string) => extensions.has(keyword)
   const o: { -readonly [K in keyof MailOptions.MailOptions]: MailOptions.MailOptions[K] } = {}
-  const smtputf8 = options.smtputf8 === true || (address !== null && Address.isUtf8(address))
+  const smtputf8 = options.smtputf8 === true || sender?.utf8 === true
   if (options.body !== undefined) {
     if (options.body === "8BITMIME" && !has("8BITMIME")) return Result.fail(unsupported("the server does not offer 8BITMIME"))
     if (options.body === "BINARYMIME" && !(has("BINARYMIME") && has("CHUNKING"))) {
@@ -140,7 +163,7 @@ export const mailCommand = (
   if (options.mtPriority !== undefined && has("MT-PRIORITY")) o.mtPriority = options.mtPriority
   const params = MailOptions.formatMailParameters(o)
   if (Result.isFailure(params)) return Result.fail(invalidArgument(params.failure.message))
-  const line = commandLine(Command.format({ _tag: "Mail", from: address, params: params.success }))
+  const line = withParams(sender?.head ?? NULL_SENDER, params.success)
   if (Result.isFailure(line)) return Result.fail(line.failure)
   return Result.succeed({ line: line.success, smtputf8, binary: o.body === "BINARYMIME" })
 }
@@ -159,14 +182,24 @@ export const rcptCommand = (
   smtputf8: boolean,
   addresses: CheckedAddresses
 ): Result.Result<RcptCommand, SmtpClientError> => {
-  const parsed = addresses.check(to, "recipient")
-  if (Result.isFailure(parsed)) return Result.fail(parsed.failure)
-  const address = parsed.success
-  if (!smtputf8 && Address.isUtf8(address)) {
+  const checked = addresses.check(to, "recipient")
+  if (Result.isFailure(checked)) return Result.fail(checked.failure)
+  const rcpt = checked.success
+  if (!smtputf8 && rcpt.utf8) {
     return Result.fail(invalidArgument("a non-ASCII recipient needs SMTPUTF8 in MAIL FROM"))
   }
+  const dsn = extensions.has("DSN") && (options.notify !== undefined || options.originalRecipient !== undefined)
+  if (!dsn && options.requireRecipientValidSince === undefined) {
+    // No parameter: the line depends on the address alone.
+    if (rcpt.plain === undefined) {
+      const line = commandLine(rcpt.head)
+      if (Result.isFailure(line)) return Result.fail(line.failure)
+      rcpt.plain = { line: line.success, address: rcpt.address }
+    }
+    return Result.succeed(rcpt.plain)
+  }
   const o: { -readonly [K in keyof MailOptions.RcptOptions]: MailOptions.RcptOptions[K] } = {}
-  if (extensions.has("DSN")) {
+  if (dsn) {
     if (options.notify !== undefined) o.notify = options.notify
     if (options.originalRecipient !== undefined) o.originalRecipient = options.originalRecipient
   }
@@ -176,9 +209,9 @@ export const rcptCommand = (
   }
   const params = MailOptions.formatRcptParameters(o)
   if (Result.isFailure(params)) return Result.fail(invalidArgument(params.failure.message))
-  const line = commandLine(Command.format({ _tag: "Rcpt", to: address, params: params.success }))
+  const line = withParams(rcpt.head, params.success)
   if (Result.isFailure(line)) return Result.fail(line.failure)
-  return Result.succeed({ line: line.success, address })
+  return Result.succeed({ line: line.success, address: rcpt.address })
 }
 
 /** A HELO/EHLO/LHLO name: one word of printable ASCII (a domain or an address literal). */

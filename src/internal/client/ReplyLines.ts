@@ -6,9 +6,6 @@
  * (The server reads with `LineReader`, which also takes DATA bodies and BDAT chunks; a client
  * only ever reads reply lines.)
  */
-import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
-import { type Transport, TransportError } from "../../Transport.ts"
 import { joinUnread } from "../codec/Unread.ts"
 
 const LF = 10
@@ -31,21 +28,16 @@ export class ReplyLines<A> {
   // Lines remembered by `remember`, with the line ending, and what each stands for.
   private readonly knownBytes: Array<Uint8Array> = []
   private readonly knownValues: Array<A> = []
+  private nextKnown = 0
   /** The longest line, its line ending included. */
   private readonly limit: number
-  /** Reads one more chunk into the buffer; the end of the stream is a failure. One Effect, run again and again. */
-  readonly fill: Effect.Effect<void, TransportError>
 
-  constructor(transport: Transport, limit: number) {
+  constructor(limit: number) {
     this.limit = limit
-    this.fill = Effect.flatMap(transport.read, (chunk) => {
-      if (chunk === undefined) return Exit.fail(TransportError.closed("connection closed by peer"))
-      this.append(chunk)
-      return Exit.void
-    })
   }
 
-  private append(chunk: Uint8Array) {
+  /** Adds bytes read from the connection. */
+  append(chunk: Uint8Array) {
     this.buf = joinUnread(this.buf, this.pos, chunk)
     this.pos = 0
   }
@@ -88,7 +80,10 @@ export class ReplyLines<A> {
     const buf = this.buf
     const pos = this.pos
     const known = this.knownBytes
-    for (let k = 0; k < known.length; k++) {
+    const count = known.length
+    // A server answers each transaction in the same order: the line after the one matched
+    // last is looked at first.
+    for (let tried = 0, k = this.nextKnown; tried < count; tried++, k = k + 1 === count ? 0 : k + 1) {
       const line = known[k]!
       const n = line.length
       // Every remembered line ends with LF and holds no other: a match is one whole line.
@@ -97,6 +92,7 @@ export class ReplyLines<A> {
       while (i < n && buf[pos + i] === line[i]) i++
       if (i === n) {
         this.pos = pos + n
+        this.nextKnown = k + 1 === count ? 0 : k + 1
         return this.knownValues[k]
       }
     }

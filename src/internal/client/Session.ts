@@ -13,13 +13,13 @@ import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Result from "effect/Result"
-import * as Semaphore from "effect/Semaphore"
 import type { Reply } from "../../Reply.ts"
 import { SmtpError } from "../../SmtpError.ts"
 import { type Transport, TransportError } from "../../Transport.ts"
 import type { ResolvedClientConfig, ResolvedTimeouts } from "./Config.ts"
 import { CheckedAddresses, type Extensions } from "./Envelope.ts"
 import { type ClientError, SmtpClientError, SmtpProtocolError } from "./Errors.ts"
+import { OperationLock } from "./OperationLock.ts"
 import * as Wire from "./Wire.ts"
 import { exitOf } from "./Wire.ts"
 
@@ -78,7 +78,7 @@ export class Session {
   broken: ClientError | undefined
   /** QUIT was said (or tried). */
   closed = false
-  private readonly lock = Semaphore.makeUnsafe(1)
+  private readonly lock = new OperationLock()
   readonly transport: Transport
   readonly wire: Wire.Wire
   readonly config: ResolvedClientConfig
@@ -103,19 +103,22 @@ export class Session {
    * connection on fatal errors and on interruption. `run` starts once the lock is held.
    */
   op<A, E, R>(run: () => Effect.Effect<A, E, R>): Effect.Effect<A, E | ClientError, R> {
-    return this.lock.withPermits(1)(Effect.suspend((): Effect.Effect<A, E | ClientError, R> => {
+    return this.lock.run((): Effect.Effect<A, E | ClientError, R> => {
       if (this.closed) return Exit.fail(closedClient())
       if (this.broken !== undefined) return Exit.fail(this.broken)
-      return Effect.onError(run(), (cause) => this.failed(cause))
-    }))
+      return run()
+    }, this.ended)
   }
 
-  private failed(cause: Cause.Cause<unknown>): Effect.Effect<void> {
-    if (Cause.hasInterrupts(cause)) return Effect.suspend(() => this.breakWith(interrupted()))
+  /** After an operation: a fatal failure or an interruption ends the conversation. */
+  private readonly ended = (exit: Exit.Exit<unknown, unknown>): Effect.Effect<void> | undefined => {
+    if (Exit.isSuccess(exit)) return undefined
+    const cause = exit.cause
+    if (Cause.hasInterrupts(cause)) return this.breakWith(interrupted())
     const e = Cause.findErrorOption(cause)
-    if (e._tag === "None") return Effect.void
+    if (e._tag === "None") return undefined
     const error = e.value
-    return isFatal(error) ? Effect.suspend(() => this.breakWith(error)) : Effect.void
+    return isFatal(error) ? this.breakWith(error) : undefined
   }
 
   /** The next reply. */
@@ -170,7 +173,7 @@ export class Session {
    * lock), then close whatever happens.
    */
   finalize(): Effect.Effect<void> {
-    return this.lock.withPermitsIfAvailable(1)(Effect.suspend(() =>
+    return this.lock.ifFree(Effect.suspend(() =>
       this.closed || this.broken !== undefined ? Effect.void : this.quit(this.t.quit).pipe(Effect.ignore)
     )).pipe(Effect.andThen(this.transport.close))
   }

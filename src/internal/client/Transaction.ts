@@ -95,10 +95,10 @@ export interface LmtpStatus {
   readonly error: SmtpError | undefined
 }
 
-const recipientsOf = (to: Message["to"]): ReadonlyArray<Recipient> => {
-  const list = typeof to === "string" || !Array.isArray(to) ? [to as string | Recipient] : to as ReadonlyArray<string | Recipient>
-  return list.map((r) => (typeof r === "string" ? { address: r } : r))
-}
+const recipientsOf = (to: Message["to"]): ReadonlyArray<string | Recipient> =>
+  typeof to === "string" || !Array.isArray(to) ? [to as string | Recipient] : to as ReadonlyArray<string | Recipient>
+
+const NO_OPTIONS: MailOptions.RcptOptions = {}
 
 const checkChunkSize = (size: number | undefined): Result.Result<number, SmtpClientError> => {
   const n = size ?? DEFAULT_CHUNK_SIZE
@@ -139,43 +139,56 @@ export const rcpt = (s: Session, to: string, options: MailOptions.RcptOptions): 
     }))
 }
 
-/** The replies after the final dot or the last chunk: one (SMTP), or one per accepted recipient (LMTP). */
-const finalReplies = (s: Session, count: number, first?: Reply): Effect.Effect<ReadonlyArray<Reply>, ClientError> => {
+/**
+ * The replies after the final dot or the last chunk: one (SMTP), or one per accepted recipient
+ * (LMTP), handed to `then`. (A continuation rather than a result: after a wait for the server,
+ * one step of the fiber instead of two.)
+ */
+const finalReplies = <B, E2, R2>(
+  s: Session,
+  count: number,
+  first: Reply | undefined,
+  then: (replies: ReadonlyArray<Reply>) => Effect.Effect<B, E2, R2>
+): Effect.Effect<B, ClientError | E2, R2> => {
   const out: Array<Reply> = first === undefined ? [] : [first]
   const n = s.lmtp ? Math.max(count, 1) : 1
-  const add = (r: Reply): Exit.Exit<ReadonlyArray<Reply>, ClientError> | undefined => {
-    if (r.code === 421) return fromReply(r)
-    out.push(r)
-    return undefined
-  }
-  const loop = (): Effect.Effect<ReadonlyArray<Reply>, ClientError> => {
+  const loop = (): Effect.Effect<B, ClientError | E2, R2> => {
     while (out.length < n) {
       const r = s.reply(s.t.dataTermination, "the message")
       const done = exitOf(r)
-      if (done === undefined) return Effect.flatMap(r, (reply) => add(reply) ?? loop())
+      if (done === undefined) return Effect.flatMap(r, add)
       if (Exit.isFailure(done)) return failure(done)
-      const stop = add(done.value)
-      if (stop !== undefined) return stop
+      if (done.value.code === 421) return fromReply(done.value)
+      out.push(done.value)
     }
     s.tx = undefined
-    return Exit.succeed(out)
+    return then(out)
+  }
+  const add = (r: Reply) => {
+    if (r.code === 421) return fromReply(r)
+    out.push(r)
+    return loop()
   }
   return loop()
 }
 
-/** The body after a 354. A body that fails half-way cannot be ended cleanly: the connection is closed. */
-const dataBody = <E, R>(
+/**
+ * The body after a 354, then the replies to it for `then`. A body that fails half-way cannot
+ * be ended cleanly: the connection is closed.
+ */
+const dataBody = <E, R, B, E2, R2>(
   s: Session,
   body: ClientBody.Body<E, R> | ClientBody.PreparedData,
-  recipients: number
-): Effect.Effect<ReadonlyArray<Reply>, ClientError | E, R> => {
+  recipients: number,
+  then: (replies: ReadonlyArray<Reply>) => Effect.Effect<B, E2, R2>
+): Effect.Effect<B, ClientError | E | E2, R | R2> => {
   if (typeof body === "object" && "wire" in body) {
     // In memory: only the connection can fail, and that ends it anyway. A small body is one
     // write, made now (this runs once the 354 is in).
     const written = body.wire !== undefined
       ? s.wire.send(body.wire, s.t.dataBlock)
       : ClientBody.writePreparedData(body, s.wire.send, s.t.dataBlock)
-    return chain(written, () => finalReplies(s, recipients))
+    return chain(written, () => finalReplies(s, recipients, undefined, then))
   }
   return ClientBody.writeDataBody(body, s.wire.send, s.t.dataBlock).pipe(
     Effect.tapError((e) =>
@@ -184,7 +197,7 @@ const dataBody = <E, R>(
         message: "the message body failed; the connection was closed so that no partial message is delivered"
       }))
     ),
-    Effect.andThen(Effect.suspend(() => finalReplies(s, recipients)))
+    Effect.andThen(Effect.suspend(() => finalReplies(s, recipients, undefined, then)))
   )
 }
 
@@ -205,7 +218,7 @@ const bdatChunks = <E, R>(
       const header = bdatHeader(chunk)
       yield* s.wire.send(withPrefix(header, chunk.bytes), s.t.dataBlock, `${header.trim()} <${chunk.bytes.length} bytes>`)
       chunks++
-      if (chunk.last) return yield* finalReplies(s, recipients)
+      if (chunk.last) return yield* finalReplies(s, recipients, undefined, Exit.succeed)
       const r = yield* s.reply(s.t.dataBlock, "BDAT")
       if (r.code >= 400 && r.code !== 421) {
         yield* s.resetQuietly()
@@ -247,7 +260,7 @@ const chunkerFor = <E, R>(s: Session, body: ClientBody.Body<E, R>, chunkSize: nu
 
 export const data = <E, R>(s: Session, body: ClientBody.Body<E, R>): Effect.Effect<Reply, ClientError | E, R> => {
   if (s.lmtp) return Exit.fail(unsupported("an LMTP client sends the message with lmtpData"))
-  return chain(dataCommand(s), () => chain(dataBody(s, body, 1), smtpFinal))
+  return chain(dataCommand(s), () => dataBody(s, body, 1, smtpFinal))
 }
 
 export const bdat = <E, R>(s: Session, body: ClientBody.Body<E, R>, chunkSize: number | undefined) =>
@@ -267,7 +280,7 @@ export const lmtpData = <E, R>(s: Session, body: ClientBody.Body<E, R>, chunking
       replies = yield* bdatChunks(s, yield* chunkerFor(s, body, chunkSize, s.tx?.binary === true), recipients.length, 0)
     } else {
       yield* dataCommand(s)
-      replies = yield* dataBody(s, body, recipients.length)
+      replies = yield* dataBody(s, body, recipients.length, Exit.succeed)
     }
     return yield* lmtpStatuses(recipients, replies)
   }))
@@ -298,25 +311,28 @@ const fileReply = (
   return undefined
 }
 
-/** Reads the replies to MAIL and each RCPT (pipelined). */
-const envelopeReplies = (s: Session, rcpts: ReadonlyArray<Envelope.RcptCommand>): Effect.Effect<Outcome, ClientError> => {
+/** Reads the replies to MAIL and each RCPT (pipelined), and hands how it went to `then`. */
+const envelopeReplies = <B, E2, R2>(
+  s: Session,
+  rcpts: ReadonlyArray<Envelope.RcptCommand>,
+  then: (o: Outcome) => Effect.Effect<B, E2, R2>
+): Effect.Effect<B, ClientError | E2, R2> => {
   const o: Outcome = { mailError: undefined, accepted: [], rejected: [] }
   let i = -1
-  const loop = (): Effect.Effect<Outcome, ClientError> => {
+  const loop = (): Effect.Effect<B, ClientError | E2, R2> => {
     while (i < rcpts.length) {
       const r = i < 0 ? s.reply(s.t.mail, "MAIL FROM") : s.reply(s.t.rcpt, "RCPT TO")
       const done = exitOf(r)
-      if (done === undefined) {
-        return Effect.flatMap(r, (reply) => {
-          const stop = fileReply(o, rcpts, i++, reply)
-          return stop === undefined ? loop() : failure(stop)
-        })
-      }
+      if (done === undefined) return Effect.flatMap(r, filed)
       if (Exit.isFailure(done)) return failure(done)
       const stop = fileReply(o, rcpts, i++, done.value)
       if (stop !== undefined) return failure(stop)
     }
-    return Exit.succeed(o)
+    return then(o)
+  }
+  const filed = (reply: Reply) => {
+    const stop = fileReply(o, rcpts, i++, reply)
+    return stop === undefined ? loop() : failure(stop)
   }
   return loop()
 }
@@ -368,14 +384,13 @@ const plan = <E, R>(s: Session, message: Message<E, R>): Result.Result<Plan<E, R
   const options: { -readonly [K in keyof MailOptions.MailOptions]: MailOptions.MailOptions[K] } = { ...message.mailOptions }
   const binary = options.body === "BINARYMIME"
   const transfer = message.transfer ?? "auto"
-  const chunkSize = checkChunkSize(message.chunkSize)
   const bdat = transfer === "bdat" || binary
+  const chunkSize = bdat ? checkChunkSize(message.chunkSize) : undefined
   let data: ClientBody.PreparedData | undefined
   let chunk: ClientBody.Chunk | undefined
   if (bytes !== undefined) {
-    const fits = Result.isSuccess(chunkSize) && bytes.length <= chunkSize.success
-    if (bdat) {
-      if (fits) {
+    if (chunkSize !== undefined) {
+      if (Result.isSuccess(chunkSize) && bytes.length <= chunkSize.success) {
         const whole = ClientBody.wholeChunk(bytes, { binary })
         if (whole.length <= chunkSize.success) chunk = { bytes: whole, last: true }
       }
@@ -388,14 +403,20 @@ const plan = <E, R>(s: Session, message: Message<E, R>): Result.Result<Plan<E, R
       data = ClientBody.prepareData(bytes)
       options.size ??= data.size
     }
-    if (options.body === undefined && s.has("8BITMIME") && ClientBody.hasEightBit(bytes)) options.body = "8BITMIME"
+    if (options.body === undefined && s.has("8BITMIME") && (data?.eightBit ?? ClientBody.hasEightBit(bytes))) {
+      options.body = "8BITMIME"
+    }
   }
-  if (recipients.some((r) => Address.isUtf8(r.address))) options.smtputf8 = true
+  for (const r of recipients) {
+    if (Address.isUtf8(typeof r === "string" ? r : r.address)) options.smtputf8 = true
+  }
   const mail = Envelope.mailCommand(message.from, options, s.extensions, s.addresses)
   if (Result.isFailure(mail)) return Result.fail(mail.failure)
   const rcpts: Array<Envelope.RcptCommand> = []
   for (const r of recipients) {
-    const c = Envelope.rcptCommand(r.address, r.options ?? {}, s.extensions, mail.success.smtputf8, s.addresses)
+    const c = typeof r === "string"
+      ? Envelope.rcptCommand(r, NO_OPTIONS, s.extensions, mail.success.smtputf8, s.addresses)
+      : Envelope.rcptCommand(r.address, r.options ?? NO_OPTIONS, s.extensions, mail.success.smtputf8, s.addresses)
     if (Result.isFailure(c)) return Result.fail(c.failure)
     rcpts.push(c.success)
   }
@@ -403,7 +424,7 @@ const plan = <E, R>(s: Session, message: Message<E, R>): Result.Result<Plan<E, R
   const chunked = bdat && chunk === undefined
   if (chunked || chunk !== undefined) {
     if (!s.has("CHUNKING")) return Result.fail(unsupported("the server does not offer CHUNKING (BDAT)"))
-    if (Result.isFailure(chunkSize)) return Result.fail(chunkSize.failure)
+    if (chunkSize !== undefined && Result.isFailure(chunkSize)) return Result.fail(chunkSize.failure)
   }
   return Result.succeed({ mail: mail.success, rcpts, data, chunk, chunked, body: message.body })
 }
@@ -411,7 +432,7 @@ const plan = <E, R>(s: Session, message: Message<E, R>): Result.Result<Plan<E, R
 /** With PIPELINING: the envelope and DATA in one write, the body in another (RFC 2920). */
 const pipelinedData = <E, R>(s: Session, p: Plan<E, R>, envelope: string): Effect.Effect<SendResult, ClientError | RecipientsRefused | E, R> =>
   chain(s.wire.send(envelope + "DATA\r\n", s.t.mail), () =>
-    chain(envelopeReplies(s, p.rcpts), (o) => {
+    envelopeReplies(s, p.rcpts, (o) => {
       opened(s, p, o)
       const count = o.accepted.length
       return chain(s.reply(s.t.dataInitiation, "DATA"), (d): Effect.Effect<SendResult, ClientError | RecipientsRefused | E, R> => {
@@ -419,7 +440,7 @@ const pipelinedData = <E, R>(s: Session, p: Plan<E, R>, envelope: string): Effec
         if (o.mailError !== undefined || count === 0) return d.code === 354 ? chain(swallowData(s), () => abandon(s, o)) : abandon(s, o)
         if (d.code >= 400) return chain(s.resetQuietly(), () => fromReply(d))
         if (d.code !== 354) return Exit.fail(unexpected(d, "DATA"))
-        return chain(dataBody(s, p.data ?? p.body, count), (replies) => result(s, o, replies))
+        return dataBody(s, p.data ?? p.body, count, (replies) => result(s, o, replies))
       })
     }))
 
@@ -434,13 +455,13 @@ const pipelinedBdat = <E, R>(
   const commands = envelope + bdatHeader(first)
   const shown = s.config.logTraffic ? shownWith(commands, first.bytes.length) : undefined
   return chain(s.wire.send(withPrefix(commands, first.bytes), s.t.mail, shown), () =>
-    chain(envelopeReplies(s, p.rcpts), (o) => {
+    envelopeReplies(s, p.rcpts, (o) => {
       opened(s, p, o)
       const count = o.accepted.length
       return chain(s.reply(first.last ? s.t.dataTermination : s.t.dataBlock, "BDAT"), (b): Effect.Effect<SendResult, ClientError | RecipientsRefused | E, R> => {
         if (b.code === 421) return fromReply(b)
         if (o.mailError !== undefined || count === 0) return abandon(s, o)
-        if (first.last) return chain(finalReplies(s, count, b), (replies) => result(s, o, replies))
+        if (first.last) return finalReplies(s, count, b, (replies) => result(s, o, replies))
         if (b.code >= 400) return chain(s.resetQuietly(), () => fromReply(b))
         if (!is2xx(b.code)) return Exit.fail(unexpected(b, "BDAT"))
         return chain(bdatChunks(s, next!, count, 1), (replies) => result(s, o, replies))
@@ -480,7 +501,7 @@ const stepwise = <E, R>(
     if (first !== undefined) {
       const header = bdatHeader(first)
       yield* s.wire.send(withPrefix(header, first.bytes), t.dataBlock, shownWith(header, first.bytes.length))
-      if (first.last) return yield* result(s, o, yield* finalReplies(s, count))
+      if (first.last) return yield* finalReplies(s, count, undefined, (replies) => result(s, o, replies))
       const b = yield* s.reply(t.dataBlock, "BDAT")
       if (b.code >= 400 && b.code !== 421) {
         yield* s.resetQuietly()
@@ -495,7 +516,7 @@ const stepwise = <E, R>(
       return yield* fromReply(d)
     }
     yield* expect(d, (code) => code === 354, "DATA")
-    return yield* result(s, o, yield* dataBody(s, p.data ?? p.body, count))
+    return yield* dataBody(s, p.data ?? p.body, count, (replies) => result(s, o, replies))
   })
 
 /**

@@ -192,7 +192,7 @@ export const make = (
 ): Effect.Effect<Wire, never, Scope.Scope> =>
   Effect.map(makeDeadlines(transport), (deadlines) => {
     // The limit counts CRLF.
-    const reader = new ReplyLines<Exit.Exit<Reply.Reply>>(transport, MAX_REPLY_BYTES + 2)
+    const reader = new ReplyLines<Exit.Exit<Reply.Reply>>(MAX_REPLY_BYTES + 2)
     const log = options.logTraffic
 
     const sendNow = (data: string | Uint8Array, timeout: Duration.Duration): Effect.Effect<void, TransportError> => {
@@ -266,19 +266,22 @@ export const make = (
     // Transport allows one pending read), so one Effect serves every wait.
     let waitTicket = 0
     let waitFor = ""
-    const waiting: Effect.Effect<Reply.Reply, TransportError | SmtpProtocolError> = Effect.matchEffect(reader.fill, {
-      onSuccess: () => {
+    const failed = (e: TransportError) => {
+      deadlines.disarm(waitTicket)
+      return Exit.fail(
+        deadlines.expired(waitTicket) ? new TransportError({ reason: "Timeout", message: `no reply to ${waitFor} in time` }) : e
+      )
+    }
+    const waiting: Effect.Effect<Reply.Reply, TransportError | SmtpProtocolError> = Effect.matchEffect(transport.read, {
+      onSuccess: (chunk) => {
+        if (chunk === undefined) return failed(TransportError.closed("connection closed by peer"))
+        reader.append(chunk)
         const r = take()
         if (r === undefined) return waiting
         deadlines.disarm(waitTicket)
         return logged(r)
       },
-      onFailure: (e) => {
-        deadlines.disarm(waitTicket)
-        return Exit.fail(
-          deadlines.expired(waitTicket) ? new TransportError({ reason: "Timeout", message: `no reply to ${waitFor} in time` }) : e
-        )
-      }
+      onFailure: failed
     })
     const reply = (timeout: Duration.Duration, what: string): Effect.Effect<Reply.Reply, TransportError | SmtpProtocolError> => {
       const buffered = take()

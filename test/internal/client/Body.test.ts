@@ -135,12 +135,13 @@ describe("ClientBody.inspect", () => {
 })
 
 describe("ClientBody.prepareData", () => {
-  it("declares the per-byte SIZE (final CRLF included) and keeps the per-byte encoding", () => {
+  it("declares the per-byte SIZE (final CRLF included), keeps the per-byte encoding, and tells an 8-bit body", () => {
     fc.assert(
       fc.property(placedArb, (bytes) => {
         const data = ClientBody.prepareData(bytes)
         assert.strictEqual(data.size, referenceSize(bytes, true))
         assert.strictEqual(text(data.wire!), text(referenceEncoding(bytes)))
+        assert.strictEqual(data.eightBit, referenceEightBit(bytes))
       }),
       { numRuns: 3000 }
     )
