@@ -502,63 +502,41 @@ describe("SmtpClient: one operation at a time", () => {
       yield* Fiber.join(fiber)
     }))
 
-  it.effect("an operation interrupted before its turn sends nothing and leaves the connection open", () =>
-    Effect.gen(function*() {
-      const reply = yield* Deferred.make<void>()
-      const { client, fiber } = yield* scripted((p) =>
-        Effect.gen(function*() {
-          yield* Scripted.greet(p)
-          yield* p.expect("NOOP")
-          const next = yield* Effect.forkChild(p.line)
-          yield* Deferred.await(reply)
-          // The interrupted one gave up no turn it did not have: the next still waits.
-          assert.isUndefined(next.pollUnsafe())
-          yield* p.reply(250, "2.0.0 first")
-          assert.strictEqual(yield* Fiber.join(next), "NOOP")
-          yield* p.reply(250, "2.0.0 second")
-        }))
-      const first = yield* Effect.forkChild(client.noop)
-      yield* settle
-      const interrupted = yield* Effect.forkChild(client.reset)
-      yield* settle
-      yield* Fiber.interrupt(interrupted)
-      const second = yield* Effect.forkChild(client.noop)
-      yield* settle
-      yield* Deferred.succeed(reply, undefined)
-      assert.strictEqual((yield* Fiber.join(first)).text, "first")
-      assert.strictEqual((yield* Fiber.join(second)).text, "second")
-      assert.isTrue(client.isOpen())
-      yield* Fiber.join(fiber)
-    }))
-
-  it.effect("the same operation run again and again (client.noop is one Effect) keeps its runs apart", () =>
-    Effect.gen(function*() {
-      const reply = yield* Deferred.make<void>()
-      const { client, fiber } = yield* scripted((p) =>
-        Effect.gen(function*() {
-          yield* Scripted.greet(p)
-          yield* p.expect("NOOP")
-          const next = yield* Effect.forkChild(p.line)
-          yield* Deferred.await(reply)
-          assert.isUndefined(next.pollUnsafe())
-          yield* p.reply(250, "2.0.0 first")
-          assert.strictEqual(yield* Fiber.join(next), "NOOP")
-          yield* p.reply(250, "2.0.0 second")
-        }))
-      const noop = client.noop
-      const first = yield* Effect.forkChild(noop)
-      yield* settle
-      const interrupted = yield* Effect.forkChild(noop)
-      yield* settle
-      yield* Fiber.interrupt(interrupted)
-      const second = yield* Effect.forkChild(noop)
-      yield* settle
-      yield* Deferred.succeed(reply, undefined)
-      assert.strictEqual((yield* Fiber.join(first)).text, "first")
-      assert.strictEqual((yield* Fiber.join(second)).text, "second")
-      assert.isTrue(client.isOpen())
-      yield* Fiber.join(fiber)
-    }))
+  // The interrupted one is another operation (RSET), or the very Effect the others run (client.noop
+  // is one Effect, run again and again: each run keeps its own state).
+  for (const [name, interruptedOf] of [
+    ["another operation", (client: SmtpClient.SmtpClient) => client.reset],
+    ["the same Effect as the others", (client: SmtpClient.SmtpClient) => client.noop]
+  ] as const) {
+    it.effect(`an operation interrupted before its turn (${name}) sends nothing and leaves the connection open`, () =>
+      Effect.gen(function*() {
+        const reply = yield* Deferred.make<void>()
+        const { client, fiber } = yield* scripted((p) =>
+          Effect.gen(function*() {
+            yield* Scripted.greet(p)
+            yield* p.expect("NOOP")
+            const next = yield* Effect.forkChild(p.line)
+            yield* Deferred.await(reply)
+            // The interrupted one gave up no turn it did not have: the next still waits.
+            assert.isUndefined(next.pollUnsafe())
+            yield* p.reply(250, "2.0.0 first")
+            assert.strictEqual(yield* Fiber.join(next), "NOOP")
+            yield* p.reply(250, "2.0.0 second")
+          }))
+        const first = yield* Effect.forkChild(client.noop)
+        yield* settle
+        const interrupted = yield* Effect.forkChild(interruptedOf(client))
+        yield* settle
+        yield* Fiber.interrupt(interrupted)
+        const second = yield* Effect.forkChild(client.noop)
+        yield* settle
+        yield* Deferred.succeed(reply, undefined)
+        assert.strictEqual((yield* Fiber.join(first)).text, "first")
+        assert.strictEqual((yield* Fiber.join(second)).text, "second")
+        assert.isTrue(client.isOpen())
+        yield* Fiber.join(fiber)
+      }))
+  }
 
   it.effect("an operation waiting its turn behind one that ends the connection fails with that error", () =>
     Effect.gen(function*() {
