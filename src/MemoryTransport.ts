@@ -24,6 +24,7 @@ import * as Layer from "effect/Layer"
 import * as Queue from "effect/Queue"
 import * as Result from "effect/Result"
 import type * as Scope from "effect/Scope"
+import * as IpNetworks from "./internal/transport/IpNetworks.ts"
 import * as ProxyListener from "./internal/transport/ProxyListener.ts"
 import { TransportView } from "./internal/transport/TransportView.ts"
 import {
@@ -279,7 +280,6 @@ const withPrefix = (t: Transport, rest: Uint8Array): Transport => {
   })
 }
 
-const wildcardHosts = new Set(["0.0.0.0", "::", ""])
 
 /**
  * A fresh in-memory network: `listen` registers an endpoint (port 0 picks a free one),
@@ -304,7 +304,7 @@ export const makeNetwork: Effect.Effect<Network["Service"]> = Effect.sync(() => 
     const exact = listeners.get(formatEndpoint(e))
     if (exact !== undefined || e._tag === "Unix") return exact
     for (const r of listeners.values()) {
-      if (r.endpoint._tag === "Tcp" && r.endpoint.port === e.port && wildcardHosts.has(r.endpoint.host)) return r
+      if (r.endpoint._tag === "Tcp" && r.endpoint.port === e.port && IpNetworks.isWildcardHost(r.endpoint.host)) return r
     }
     return undefined
   }

@@ -9,6 +9,9 @@ import * as Result from "effect/Result"
 
 type Ip = ipaddr.IPv4 | ipaddr.IPv6
 
+/** A listening address that stands for every interface ("" is Node's own for it). */
+export const isWildcardHost = (host: string): boolean => host === "0.0.0.0" || host === "::" || host === ""
+
 export const isIPv4 = (s: string): boolean => ipaddr.IPv4.isValidFourPartDecimal(s)
 
 export const isIPv6 = (s: string): boolean => !s.includes("%") && ipaddr.IPv6.isValid(s)

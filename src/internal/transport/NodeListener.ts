@@ -8,6 +8,7 @@ import * as fs from "node:fs"
 import * as net from "node:net"
 import { dirname, join } from "node:path"
 import { type Taker, withHandover } from "./Handover.ts"
+import * as IpNetworks from "./IpNetworks.ts"
 import * as ProxyListener from "./ProxyListener.ts"
 import * as UnixSocketAccess from "./UnixSocketAccess.ts"
 import {
@@ -192,9 +193,6 @@ export const listenSockets = (
       : { _tag: "Tcp", host: address.address, port: address.port } satisfies Endpoint
   })
 
-/** Addresses that listen on every interface: a connection's local address is its own. */
-const wildcards = new Set(["0.0.0.0", "::", ""])
-
 /**
  * Accepted sockets to `Transport`s: implicit TLS handshakes and PROXY headers first, then the
  * queue `accept` takes from. Its finalizer stops everything not yet taken.
@@ -295,7 +293,7 @@ const makeAcceptor = (options: ListenOptions) =>
       /** `at`: where it is bound; `exact` when it is the listening socket's own address. */
       listener: (at: Endpoint, exact: boolean): Listener => {
         bound = at
-        if (exact && at._tag === "Tcp" && !wildcards.has(at.host)) boundLocal = tcpEndpoint(at.host, at.port)
+        if (exact && at._tag === "Tcp" && !IpNetworks.isWildcardHost(at.host)) boundLocal = tcpEndpoint(at.host, at.port)
         return withHandover({ endpoint: at, implicitTls: tlsOptions !== undefined, accept: Queue.take(queue) }, (t) => {
           taker = t
           if (t === undefined) return
