@@ -104,7 +104,7 @@ export class CheckedAddresses {
 
 /** `head` and `params` as a command line (what `Command.format` makes), CR, LF and NUL refused. */
 const withParams = (head: string, params: ReadonlyArray<string>): Result.Result<string, SmtpClientError> =>
-  commandLine(params.length === 0 ? head : params.length === 1 ? `${head} ${params[0]}` : `${head} ${params.join(" ")}`)
+  commandLine(params.length === 0 ? head : `${head} ${params.join(" ")}`)
 
 export interface MailCommand {
   readonly line: string

@@ -388,22 +388,29 @@ const plan = <E, R>(s: Session, message: Message<E, R>): Result.Result<Plan<E, R
   const chunkSize = bdat ? checkChunkSize(message.chunkSize) : undefined
   let data: ClientBody.PreparedData | undefined
   let chunk: ClientBody.Chunk | undefined
+  // Whether the body is 8-bit, when a pass over it for its size found out already.
+  let eightBit: boolean | undefined
   if (bytes !== undefined) {
     if (chunkSize !== undefined) {
       if (Result.isSuccess(chunkSize) && bytes.length <= chunkSize.success) {
         const whole = ClientBody.wholeChunk(bytes, { binary })
         if (whole.length <= chunkSize.success) chunk = { bytes: whole, last: true }
       }
-      options.size ??= binary
-        ? bytes.length
-        : chunk !== undefined
-        ? chunk.bytes.length
-        : ClientBody.normalizedSize(bytes, { finalCrlf: false })
+      if (options.size === undefined) {
+        if (binary) options.size = bytes.length
+        else if (chunk !== undefined) options.size = chunk.bytes.length
+        else {
+          const facts = ClientBody.inspect(bytes, { finalCrlf: false })
+          options.size = facts.size
+          eightBit = facts.eightBit
+        }
+      }
     } else {
       data = ClientBody.prepareData(bytes)
       options.size ??= data.size
+      eightBit = data.eightBit
     }
-    if (options.body === undefined && s.has("8BITMIME") && (data?.eightBit ?? ClientBody.hasEightBit(bytes))) {
+    if (options.body === undefined && s.has("8BITMIME") && (eightBit ?? ClientBody.hasEightBit(bytes))) {
       options.body = "8BITMIME"
     }
   }
