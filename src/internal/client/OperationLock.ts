@@ -42,6 +42,13 @@ export class OperationLock {
           }
           return Effect.flatMap(
             Effect.callback<void>((resume) => {
+              // Checked again: the fiber may have yielded since the check above, and the
+              // holder freed the lock meanwhile with nobody in the queue to wake.
+              if (!this.held) {
+                this.held = true
+                mine = true
+                return resume(Effect.void)
+              }
               const wake = () => {
                 // The lock passes to this run as it is woken, so that an interruption
                 // before it runs still frees it.
