@@ -452,6 +452,35 @@ describe("SmtpClient: the message body", () => {
       assert.isFalse(client.isOpen())
     }))
 
+  it.effect("without PIPELINING, a chunked body that fails before its first chunk is abandoned with RSET", () =>
+    Effect.gen(function*() {
+      const { client, fiber } = yield* scripted((p) =>
+        Effect.gen(function*() {
+          yield* Scripted.greet(p, "CHUNKING")
+          yield* p.expect(/^MAIL FROM:<a@b\.example>/)
+          yield* p.reply(250, "ok")
+          yield* p.expect("RCPT TO:<c@d.example>")
+          yield* p.reply(250, "ok")
+          // Nothing of the body was read before the recipients were accepted, then it failed.
+          yield* p.expect("RSET")
+          yield* p.reply(250, "reset")
+          yield* p.expect(/^MAIL FROM:<a@b\.example>/)
+          yield* p.reply(250, "ok")
+          yield* p.expect("RCPT TO:<c@d.example>")
+          yield* p.reply(250, "ok")
+          yield* p.expect("BDAT 6 LAST")
+          assert.strictEqual(latin1(yield* p.bytes(6)), "next\r\n")
+          yield* p.reply(250, "queued")
+        }))
+      const failing = Stream.fail("disk error" as const)
+      const error = failureOf(yield* Effect.exit(client.send({ from: "a@b.example", to: "c@d.example", body: failing, transfer: "bdat" })))
+      assert.strictEqual(error, "disk error")
+      assert.isTrue(client.isOpen())
+      const sent = yield* client.send({ from: "a@b.example", to: "c@d.example", body: "next\r\n", transfer: "bdat" })
+      assert.strictEqual(sent.reply.code, 250)
+      yield* Fiber.join(fiber)
+    }))
+
   it.effect("an interrupted send closes the connection", () =>
     Effect.gen(function*() {
       const started = yield* Deferred.make<void>()

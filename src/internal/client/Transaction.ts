@@ -203,18 +203,21 @@ const dataBody = <E, R, B, E2, R2>(
 
 /**
  * Sends BDAT chunks until the last. `sent` chunks went out already (pipelined). A negative
- * reply to a chunk, or a body failing between chunks, abandons the transaction with RSET.
+ * reply to a chunk, or a body failing between chunks, abandons the transaction with RSET; so
+ * does a body failing before its first chunk when `send` opened the transaction (`owned`):
+ * after `client.bdat` the caller, who sent MAIL and RCPT, decides.
  */
 const bdatChunks = <E, R>(
   s: Session,
   next: Effect.Effect<ClientBody.Chunk, E, R>,
   recipients: number,
-  sent: number
+  sent: number,
+  owned: boolean
 ): Effect.Effect<ReadonlyArray<Reply>, ClientError | E, R> =>
   Effect.gen(function*() {
     let chunks = sent
     while (true) {
-      const chunk = yield* next.pipe(Effect.tapError(() => (chunks > 0 ? s.resetQuietly() : Effect.void)))
+      const chunk = yield* next.pipe(Effect.tapError(() => (chunks > 0 || owned ? s.resetQuietly() : Effect.void)))
       const header = bdatHeader(chunk)
       yield* s.wire.send(withPrefix(header, chunk.bytes), s.t.dataBlock, `${header.trim()} <${chunk.bytes.length} bytes>`)
       chunks++
@@ -267,7 +270,7 @@ export const bdat = <E, R>(s: Session, body: ClientBody.Body<E, R>, chunkSize: n
   Effect.scoped(Effect.gen(function*() {
     if (s.lmtp) return yield* unsupported("an LMTP client sends the message with lmtpData")
     const next = yield* chunkerFor(s, body, chunkSize, s.tx?.binary === true)
-    return yield* smtpFinal(yield* bdatChunks(s, next, 1, 0))
+    return yield* smtpFinal(yield* bdatChunks(s, next, 1, 0, false))
   }))
 
 export const lmtpData = <E, R>(s: Session, body: ClientBody.Body<E, R>, chunking: boolean, chunkSize: number | undefined) =>
@@ -277,7 +280,7 @@ export const lmtpData = <E, R>(s: Session, body: ClientBody.Body<E, R>, chunking
     if (recipients.length === 0) return yield* invalidArgument("no recipient of this transaction was accepted")
     let replies: ReadonlyArray<Reply>
     if (chunking) {
-      replies = yield* bdatChunks(s, yield* chunkerFor(s, body, chunkSize, s.tx?.binary === true), recipients.length, 0)
+      replies = yield* bdatChunks(s, yield* chunkerFor(s, body, chunkSize, s.tx?.binary === true), recipients.length, 0, false)
     } else {
       yield* dataCommand(s)
       replies = yield* dataBody(s, body, recipients.length, Exit.succeed)
@@ -364,14 +367,17 @@ const result = (s: Session, o: Outcome, replies: ReadonlyArray<Reply>): Effect.E
   return Exit.succeed({ accepted, rejected, reply: accepted[0]!.reply })
 }
 
+/** A body in memory sent as one BDAT chunk: its first is its last. */
+type WholeBody = ClientBody.Chunk & { readonly last: true }
+
 /** A transaction ready to go: every line built and checked, and the body's form decided. */
 interface Plan<E, R> {
   readonly mail: Envelope.MailCommand
   readonly rcpts: ReadonlyArray<Envelope.RcptCommand>
   /** DATA with a body in memory. */
   readonly data: ClientBody.PreparedData | undefined
-  /** BDAT with a body in memory that is one chunk. */
-  readonly chunk: ClientBody.Chunk | undefined
+  /** BDAT with a body in memory that is one chunk, the last. */
+  readonly chunk: WholeBody | undefined
   /** BDAT with the body cut as it is read (a stream, or more than one chunk). */
   readonly chunked: boolean
   readonly body: ClientBody.Body<E, R>
@@ -387,7 +393,7 @@ const plan = <E, R>(s: Session, message: Message<E, R>): Result.Result<Plan<E, R
   const bdat = transfer === "bdat" || binary
   const chunkSize = bdat ? checkChunkSize(message.chunkSize) : undefined
   let data: ClientBody.PreparedData | undefined
-  let chunk: ClientBody.Chunk | undefined
+  let chunk: WholeBody | undefined
   // Whether the body is 8-bit, when a pass over it for its size found out already.
   let eightBit: boolean | undefined
   if (bytes !== undefined) {
@@ -471,7 +477,7 @@ const pipelinedBdat = <E, R>(
         if (first.last) return finalReplies(s, count, b, (replies) => result(s, o, replies))
         if (b.code >= 400) return chain(s.resetQuietly(), () => fromReply(b))
         if (!is2xx(b.code)) return Exit.fail(unexpected(b, "BDAT"))
-        return chain(bdatChunks(s, next!, count, 1), (replies) => result(s, o, replies))
+        return chain(bdatChunks(s, next!, count, 1, true), (replies) => result(s, o, replies))
       })
     }))
 }
@@ -483,12 +489,12 @@ const opened = (s: Session, p: Plan<unknown, unknown>, o: Outcome) => {
 
 /**
  * Without PIPELINING: each command waits for its reply. The body goes by BDAT as `first` (a
- * body in memory, one chunk) or as the chunks `next` reads now, or else by DATA.
+ * body in memory, whole in one chunk) or as the chunks `next` reads now, or else by DATA.
  */
 const stepwise = <E, R>(
   s: Session,
   p: Plan<E, R>,
-  first: ClientBody.Chunk | undefined,
+  first: WholeBody | undefined,
   next: Effect.Effect<ClientBody.Chunk, E, R> | undefined
 ): Effect.Effect<SendResult, ClientError | RecipientsRefused | E, R> =>
   Effect.gen(function*() {
@@ -504,18 +510,11 @@ const stepwise = <E, R>(
     }
     if (o.accepted.length === 0) return yield* abandon(s, o)
     const count = o.accepted.length
-    if (first === undefined && next !== undefined) return yield* result(s, o, yield* bdatChunks(s, next, count, 0))
+    if (next !== undefined) return yield* result(s, o, yield* bdatChunks(s, next, count, 0, true))
     if (first !== undefined) {
       const header = bdatHeader(first)
       yield* s.wire.send(withPrefix(header, first.bytes), t.dataBlock, shownWith(header, first.bytes.length))
-      if (first.last) return yield* finalReplies(s, count, undefined, (replies) => result(s, o, replies))
-      const b = yield* s.reply(t.dataBlock, "BDAT")
-      if (b.code >= 400 && b.code !== 421) {
-        yield* s.resetQuietly()
-        return yield* fromReply(b)
-      }
-      yield* expect(b, is2xx, "BDAT")
-      return yield* result(s, o, yield* bdatChunks(s, next!, count, 1))
+      return yield* finalReplies(s, count, undefined, (replies) => result(s, o, replies))
     }
     const d = yield* s.command("DATA", t.dataInitiation, "DATA")
     if (d.code >= 400 && d.code !== 421) {
