@@ -6,6 +6,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
 import { TestClock } from "effect/testing"
 import * as Sasl from "../../src/Sasl.ts"
 import { makeBackend } from "../support/backend.ts"
@@ -177,6 +178,26 @@ describe("timeouts", () => {
       assert.isTrue(yield* p.closed)
       assert.strictEqual(rec.logouts(), 1)
       yield* activeIs(s, 0)
+    }))
+
+  it.effect("a deadline armed before the last reply does not fire a second farewell while it is written", () =>
+    Effect.gen(function*() {
+      const { layer } = makeBackend()
+      const s = yield* start({ backend: layer, timeouts: { command: "10 seconds" } })
+      const p = yield* s.open()
+      yield* p.write("NOO") // a partial line: the command deadline runs, 10 s from now
+      yield* settle
+      yield* TestClock.adjust("6 seconds")
+      yield* s.tap.writeGate.close // the peer stops reading
+      const stopping = yield* Effect.forkChild(s.stop)
+      // The idle connection is told 421 at once; that write is held.
+      yield* eventually(() => s.tap.heldWrites === 1)
+      yield* TestClock.adjust("4 seconds") // the command deadline passes while the 421 waits
+      yield* settle
+      assert.strictEqual(s.tap.heldWrites, 1)
+      yield* TestClock.adjust("1 second") // the last reply's own 5 s bound
+      yield* Fiber.join(stopping)
+      assert.strictEqual(s.tap.heldWrites, 0)
     }))
 
   it.effect("after 10 error replies each further one is delayed by 1 s; the 20th closes with 421 4.7.0", () =>

@@ -629,6 +629,9 @@ export class Conversation {
    * closes. One finalizer for all of it: an idle connection's fiber holds one frame.
    */
   finish(scope: Scope.Closeable, exit: Exit.Exit<void, Stop>): Effect.Effect<void> {
+    // A deadline still armed (a partial line's, a write's) must not fire a farewell of its own
+    // while the last reply is written: the last reply has its own bound.
+    this.watchdog.close()
     const interrupted = Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause)
     const last = Exit.isSuccess(exit) || !this.started
       ? Effect.void
