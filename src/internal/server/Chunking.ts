@@ -19,12 +19,12 @@ import type { Transaction } from "./Mail.ts"
 import { isNegative } from "./Replies.ts"
 import { Close, type Outcome, type Step, type Stop } from "./Step.ts"
 
-export /**
+/**
  * A message arriving in several BDAT chunks, handed to the backend as it comes. The backend's
  * stream is pulled here, so a chunk is answered only once the backend has taken all of it in
  * (asked for more) or has finished: a backend failure is the reply to the chunk it failed on.
  */
-interface Bdat {
+export interface Bdat {
   readonly queue: Queue.Queue<Uint8Array, SmtpError.SmtpError | TransportError | Cause.Done>
   fiber: Fiber.Fiber<ReadonlyArray<string>>
   /** Message bytes handed over so far. */
@@ -123,10 +123,13 @@ function startChunks(self: Conversation, t: Transaction): Effect.Effect<Bdat> {
   })
 }
 
-/** Once the backend has taken in every slice offered, or has finished. */
+/**
+ * Once the backend has taken in every slice offered, or has finished. Checked as the wait
+ * starts, not before: the fiber may yield in between, and the backend catch up meanwhile.
+ */
 function caughtUp(b: Bdat): Effect.Effect<void> {
-  if (b.hungry || b.ended) return Effect.void
   return Effect.suspend(() => {
+    if (b.hungry || b.ended) return Effect.void
     const waiter = Deferred.makeUnsafe<void>()
     b.waiter = waiter
     return Deferred.await(waiter)
@@ -171,7 +174,7 @@ function chunk(self: Conversation, t: Transaction, cmd: Command.Bdat, max: numbe
     yield* caughtUp(b)
     if (b.ended) {
       const replies = yield* Fiber.join(b.fiber)
-      // A backend that failed is answered at self chunk; one that succeeded early, at LAST.
+      // A backend that failed is answered at this chunk; one that succeeded early, at LAST.
       if (replies.every(isNegative)) return yield* Mail.abandonMessage(self, replies[0]!, b.bytes)
     }
     return self.r.format(250, [2, 0, 0], `${cmd.size} octets received`)
