@@ -145,7 +145,9 @@ export interface LineReaderOptions {
   readonly maxLineLength: number
   /**
    * Body deadlines through the connection's watchdog (one timer per connection) rather than a
-   * timeout per read; `onBodyTimeout` runs when a body's deadline passes.
+   * timeout per read; `onBodyTimeout` runs when a body's deadline passes. The watchdog holds one
+   * deadline at a time, shared with the command, write and AUTH deadlines: arming one replaces
+   * another, so the conversation never needs two at once.
    */
   readonly watchdog?: { readonly watchdog: Watchdog; readonly onBodyTimeout: Effect.Effect<void> } | undefined
 }

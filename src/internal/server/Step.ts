@@ -7,8 +7,7 @@ import type { TransportError } from "../../Transport.ts"
 import type { LineTooLong } from "../codec/LineReader.ts"
 
 /** Why the conversation ends early; the reply (if any) is sent before closing. */
-export /** Why the conversation ends early; the reply (if any) is sent before closing. */
-class Close {
+export class Close {
   readonly reply: string | undefined
   constructor(reply: string | undefined) {
     this.reply = reply

@@ -1,7 +1,7 @@
 /**
  * XCLIENT, Postfix's extension for trusted proxies and test tools (XCLIENT_README): the command's
- * attributes and what they make of the connection's facts. The conversation's handler is
- * `xclient` in ServerConnection; only this parsing and bookkeeping lives here.
+ * attributes, what they make of the connection's facts, and the session they open in place of
+ * the one before (Conversation asks `isXclient` and hands the command to `xclient`).
  *
  *     XCLIENT 1*( SP name "=" xtext-value ), name one of NAME ADDR PORT PROTO HELO LOGIN
  *     DESTADDR DESTPORT (any case); [UNAVAILABLE], [TEMPUNAVAIL] and IPV6: in any case.
