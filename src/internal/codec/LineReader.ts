@@ -321,7 +321,7 @@ class Reader implements LineReader {
       return Effect.suspend(() => {
         const remaining = remainingAt(watchdog.now())
         if (remaining <= 0) return Effect.fail(bodyTimeout())
-        watchdog.arm(Duration.millis(remaining), w.onBodyTimeout)
+        watchdog.arm(remaining, w.onBodyTimeout)
         return Effect.onError(filled, () => Effect.sync(() => watchdog.disarm()))
       })
     }

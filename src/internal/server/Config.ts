@@ -336,11 +336,27 @@ const xclientNetworks = (o: XclientOptions): IpNetworks.Networks => {
   return parsed.success
 }
 
+/** The timeouts a connection's watchdog is armed with for each command or write, in milliseconds. */
+export interface TimeoutMillis {
+  readonly command: number
+  readonly refusedSession: number
+  readonly write: number
+}
+
 /** What every connection of a server reads alike, made once per server. */
-export const connectionSettings = (c: ResolvedConfig): { readonly bodyDeadline: BodyDeadline; readonly mailEnabled: MailOptions.Enabled } => {
+export const connectionSettings = (c: ResolvedConfig): {
+  readonly bodyDeadline: BodyDeadline
+  readonly timeoutMillis: TimeoutMillis
+  readonly mailEnabled: MailOptions.Enabled
+} => {
   const ext = c.extensions
   return {
     bodyDeadline: { idle: c.timeouts.data, minBytesPerSecond: c.minDataRate },
+    timeoutMillis: {
+      command: Duration.toMillis(c.timeouts.command),
+      refusedSession: Duration.toMillis(c.timeouts.refusedSession),
+      write: Duration.toMillis(c.timeouts.write)
+    },
     mailEnabled: {
       size: c.maxMessageBytes > 0,
       eightBitMime: ext.eightBitMime,
