@@ -69,6 +69,10 @@ export interface ServerContext {
   /** The longest line a connection's reader takes: AUTH's, or longer when configured. */
   readonly readLimit: number
   readonly bodyDeadline: LineReader.BodyDeadline
+  /** How a DATA body is read: the same for every message. */
+  readonly dataBody: LineReader.DataBodyOptions
+  /** A message's one reply (SMTP) when the backend took it. */
+  readonly accepted: Effect.Effect<ReadonlyArray<string>>
   /** The timeouts a connection's watchdog is armed with, in milliseconds (converted once). */
   readonly timeoutMillis: TimeoutMillis
   /** The MAIL and RCPT parameters the server's extensions allow. */
