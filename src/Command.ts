@@ -20,12 +20,18 @@ import { SmtpError } from "./SmtpError.ts"
 const isWsp = (c: number) => c === 32 || c === 9
 const isLineBreaker = (c: number) => c === 0 || c === 10 || c === 13
 
+const isAsciiLower = (c: number) => c >= 97 && c <= 122
+
 /** ASCII-only upper case: no non-ASCII character may turn into a verb ("ſ" would become "S"). */
 const asciiUpper = (s: string): string => {
-  let out = ""
-  for (let i = 0; i < s.length; i++) {
+  // Clients nearly always send verbs in upper case already: then there is nothing to build.
+  let i = 0
+  while (i < s.length && !isAsciiLower(s.charCodeAt(i))) i++
+  if (i === s.length) return s
+  let out = s.slice(0, i)
+  for (; i < s.length; i++) {
     const c = s.charCodeAt(i)
-    out += c >= 97 && c <= 122 ? String.fromCharCode(c - 32) : s[i]
+    out += isAsciiLower(c) ? String.fromCharCode(c - 32) : s[i]
   }
   return out
 }
@@ -270,8 +276,15 @@ const words = (text: string, from = 0): Array<string> => {
   return out
 }
 
-const startsWithUpper = (text: string, prefix: string): boolean =>
-  text.length >= prefix.length && asciiUpper(text.slice(0, prefix.length)) === prefix
+/** `text` starts with `prefix` (upper case ASCII) in any case; compared in place. */
+const startsWithUpper = (text: string, prefix: string): boolean => {
+  if (text.length < prefix.length) return false
+  for (let i = 0; i < prefix.length; i++) {
+    const c = text.charCodeAt(i)
+    if ((isAsciiLower(c) ? c - 32 : c) !== prefix.charCodeAt(i)) return false
+  }
+  return true
+}
 
 interface PathAndParams {
   readonly address: Address.Address | null

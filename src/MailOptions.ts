@@ -283,11 +283,15 @@ export const isParameter = (param: string): boolean => {
   return eq < 0 ? isKeyword(param, param.length) : isKeyword(param, eq) && isValue(param, eq + 1)
 }
 
+const NO_ITEMS: Result.Result<ReadonlyArray<readonly [string, string | undefined]>, SmtpError> = Result.succeed([])
+
 /** Splits the items, upper-cases keywords, and refuses malformed items and repeats. */
 const split = (
   params: ReadonlyArray<string>,
   command: string
-): Result.Result<Array<readonly [string, string | undefined]>, SmtpError> => {
+): Result.Result<ReadonlyArray<readonly [string, string | undefined]>, SmtpError> => {
+  // The usual MAIL and RCPT have no parameters: nothing to allocate for them.
+  if (params.length === 0) return NO_ITEMS
   const out: Array<readonly [string, string | undefined]> = []
   const seen = new Set<string>()
   for (const param of params) {

@@ -89,7 +89,7 @@ export const make = Effect.fnUntraced(function*(
     traced,
     lmtp: c.protocol === "lmtp",
     readLimit: Math.max(c.maxLineLength, AUTH_LINE_LENGTH),
-    ...ServerConfig.connectionSettings(c),
+    ...ServerConfig.connectionSettings(c, replies),
     contexts: new FlatContext(),
     release: (conversation) => {
       active--

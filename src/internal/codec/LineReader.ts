@@ -292,7 +292,10 @@ class Reader implements LineReader {
     return n
   }
 
-  /** A fill under the body's deadline, which grows only with bytes actually received. */
+  /**
+   * A fill under the body's deadline, which grows only with bytes actually received: for a
+   * reader without a watchdog (a server's bodies use the watchdog: `BodyRead.watchedFill`).
+   */
   bodyFill(d: BodyDeadline): Effect.Effect<void, TransportError> {
     const idleMs = Duration.toMillis(Duration.fromInputUnsafe(d.idle))
     const msPerByte = 1000 / d.minBytesPerSecond
@@ -312,20 +315,6 @@ class Reader implements LineReader {
       lastFillEnd = now
       // (received > 0: an empty chunk buys nothing, and 0 * Infinity would make the deadline NaN)
       if (received > 0) deadline = Math.min(deadline! + received * msPerByte, now + idleMs)
-    }
-    const w = this.watch
-    if (w !== undefined) {
-      const watchdog = w.watchdog
-      const filled = Effect.map(this.fill, () => {
-        watchdog.disarm()
-        account(watchdog.now())
-      })
-      return Effect.suspend(() => {
-        const remaining = remainingAt(watchdog.now())
-        if (remaining <= 0) return Effect.fail(bodyTimeout())
-        watchdog.arm(Duration.millis(remaining), w.onBodyTimeout)
-        return Effect.onError(filled, () => Effect.sync(() => watchdog.disarm()))
-      })
     }
     const fill = this.fill
     return Effect.gen(function*() {
@@ -347,52 +336,7 @@ class Reader implements LineReader {
     o: BodyOptions,
     end?: () => Array<Uint8Array>
   ): Body {
-    const fillBody = this.bodyFill(o.deadline)
-    let bytes = 0
-    let violation: SmtpError.SmtpError | undefined
-    let ending = end
-    const account = (out: Array<Uint8Array>) => {
-      for (const c of out) bytes += c.length
-      if (violation === undefined) {
-        violation = bytes > o.maxBytes ? SmtpError.dataTooLarge : checkStep()
-      }
-      return out
-    }
-    const take = (): Array<Uint8Array> => account(this.pos < this.buf.length ? step() : [])
-    // At the end, once: what `end` still has to say (a held-back CR), then nothing.
-    const ended = (): Effect.Effect<Array<Uint8Array> | undefined> => {
-      if (ending === undefined) return Effect.succeed(undefined)
-      const tail = account(ending())
-      ending = undefined
-      return Effect.succeed(tail.length > 0 ? tail : undefined)
-    }
-    // Raw pull: the next decoded slices, or undefined at the end of the body.
-    const next: Effect.Effect<Array<Uint8Array> | undefined, TransportError> = Effect.suspend(() => {
-      if (isDone()) return ended()
-      const out = take()
-      if (out.length > 0) return Effect.succeed(out)
-      if (isDone()) return ended()
-      return Effect.flatMap(fillBody, () => next)
-    })
-    const pull: Effect.Effect<NonEmptyReadonlyArray<Uint8Array>, SmtpError.SmtpError | TransportError | Cause.Done> =
-      Effect.flatMap(
-        next,
-        (out): Effect.Effect<NonEmptyReadonlyArray<Uint8Array>, SmtpError.SmtpError | Cause.Done> => {
-          if (violation !== undefined) return Effect.fail(violation)
-          if (out === undefined) return Cause.done()
-          return Effect.succeed(out as unknown as NonEmptyReadonlyArray<Uint8Array>)
-        }
-      )
-    const drain: Effect.Effect<void, TransportError> = Effect.flatMap(
-      next,
-      (out) => out === undefined ? Effect.void : drain
-    )
-    return {
-      stream: Stream.fromPull(Effect.succeed(pull)),
-      drain,
-      violation: () => violation,
-      bytes: () => bytes
-    }
+    return new BodyRead(this, step, isDone, checkStep, o, end)
   }
 
   dataBody(o: DataBodyOptions): Body {
@@ -441,5 +385,136 @@ class Reader implements LineReader {
       o,
       text.last ? () => decoder.finish() : undefined
     )
+  }
+}
+
+/**
+ * One body being read: its counters, its deadline and the Effects its stream pulls with, in
+ * one object (its steps are methods) rather than a closure each: every message has one.
+ */
+class BodyRead implements Body {
+  readonly reader: Reader
+  readonly step: () => Array<Uint8Array>
+  readonly isDone: () => boolean
+  readonly checkStep: () => SmtpError.SmtpError | undefined
+  readonly maxBytes: number
+  /** What `end` still has to say at the end (a held-back CR), once. */
+  ending: (() => Array<Uint8Array>) | undefined
+  bytesSeen = 0
+  violationSeen: SmtpError.SmtpError | undefined = undefined
+
+  // The deadline: it starts `idleMs` ahead at the first fill; every byte received buys
+  // `msPerByte` more, never more than `idleMs` ahead of now.
+  readonly idleMs: number
+  readonly msPerByte: number
+  deadline: number | undefined = undefined
+  lastFillEnd: number | undefined = undefined
+  bufferedBefore = 0
+
+  /** Raw pull: the next decoded slices, or undefined at the end of the body. */
+  readonly next: Effect.Effect<Array<Uint8Array> | undefined, TransportError>
+  readonly fillThenNext: Effect.Effect<Array<Uint8Array> | undefined, TransportError>
+  readonly stream: Stream.Stream<Uint8Array, SmtpError.SmtpError | TransportError>
+  readonly drain: Effect.Effect<void, TransportError>
+
+  constructor(
+    reader: Reader,
+    step: () => Array<Uint8Array>,
+    isDone: () => boolean,
+    checkStep: () => SmtpError.SmtpError | undefined,
+    o: BodyOptions,
+    end: (() => Array<Uint8Array>) | undefined
+  ) {
+    this.reader = reader
+    this.step = step
+    this.isDone = isDone
+    this.checkStep = checkStep
+    this.maxBytes = o.maxBytes
+    this.ending = end
+    this.idleMs = Duration.toMillis(Duration.fromInputUnsafe(o.deadline.idle))
+    this.msPerByte = 1000 / o.deadline.minBytesPerSecond
+    this.next = Effect.suspend(() => this.advance())
+    const w = reader.watch
+    const fill = w === undefined ? reader.bodyFill(o.deadline) : this.watchedFill(w.watchdog, w.onBodyTimeout)
+    this.fillThenNext = Effect.flatMap(fill, () => this.next)
+    const pull: Effect.Effect<NonEmptyReadonlyArray<Uint8Array>, SmtpError.SmtpError | TransportError | Cause.Done> =
+      Effect.flatMap(this.next, (out) => this.checked(out))
+    this.stream = Stream.fromPull(Effect.succeed(pull))
+    this.drain = Effect.flatMap(this.next, (out) => out === undefined ? Effect.void : this.drain)
+  }
+
+  violation(): SmtpError.SmtpError | undefined {
+    return this.violationSeen
+  }
+
+  bytes(): number {
+    return this.bytesSeen
+  }
+
+  account(out: Array<Uint8Array>): Array<Uint8Array> {
+    for (const c of out) this.bytesSeen += c.length
+    if (this.violationSeen === undefined) {
+      this.violationSeen = this.bytesSeen > this.maxBytes ? SmtpError.dataTooLarge : this.checkStep()
+    }
+    return out
+  }
+
+  advance(): Effect.Effect<Array<Uint8Array> | undefined, TransportError> {
+    if (this.isDone()) return this.ended()
+    const r = this.reader
+    const out = this.account(r.pos < r.buf.length ? this.step() : [])
+    if (out.length > 0) return Effect.succeed(out)
+    if (this.isDone()) return this.ended()
+    return this.fillThenNext
+  }
+
+  ended(): Effect.Effect<Array<Uint8Array> | undefined> {
+    const ending = this.ending
+    if (ending === undefined) return Effect.succeed(undefined)
+    this.ending = undefined
+    const tail = this.account(ending())
+    return Effect.succeed(tail.length > 0 ? tail : undefined)
+  }
+
+  checked(out: Array<Uint8Array> | undefined): Effect.Effect<NonEmptyReadonlyArray<Uint8Array>, SmtpError.SmtpError | Cause.Done> {
+    if (this.violationSeen !== undefined) return Effect.fail(this.violationSeen)
+    if (out === undefined) return Cause.done()
+    return Effect.succeed(out as unknown as NonEmptyReadonlyArray<Uint8Array>)
+  }
+
+  /** The time left before this fill must have brought bytes (the consumer's time excluded). */
+  remainingAt(now: number): number {
+    let deadline = this.deadline ?? now + this.idleMs
+    // Time the consumer (the backend) spent between reads is not the peer's to answer for.
+    if (this.lastFillEnd !== undefined) deadline += now - this.lastFillEnd
+    this.deadline = deadline
+    const r = this.reader
+    this.bufferedBefore = r.buf.length - r.pos
+    return deadline - now
+  }
+
+  filledAt(now: number) {
+    const r = this.reader
+    const received = r.buf.length - r.pos - this.bufferedBefore
+    this.lastFillEnd = now
+    // (received > 0: an empty chunk buys nothing, and 0 * Infinity would make the deadline NaN)
+    if (received > 0) this.deadline = Math.min(this.deadline! + received * this.msPerByte, now + this.idleMs)
+  }
+
+  /** A fill under the body's deadline, kept by the connection's watchdog. */
+  watchedFill(watchdog: Watchdog, onBodyTimeout: Effect.Effect<void>): Effect.Effect<void, TransportError> {
+    const filled = Effect.onError(
+      Effect.map(this.reader.fill, () => {
+        watchdog.disarm()
+        this.filledAt(watchdog.now())
+      }),
+      () => Effect.sync(() => watchdog.disarm())
+    )
+    return Effect.suspend(() => {
+      const remaining = this.remainingAt(watchdog.now())
+      if (remaining <= 0) return Effect.fail(bodyTimeout())
+      watchdog.arm(remaining, onBodyTimeout)
+      return filled
+    })
   }
 }

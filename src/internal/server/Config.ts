@@ -2,11 +2,13 @@
  * Server options and their defaults. Every limit has a safe default; `resolve` fills them in.
  */
 import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
 import { defaultFor, type EnhancedCode } from "../../EnhancedCode.ts"
 import type { BareLineEndingPolicy } from "../codec/DotCodec.ts"
 import type { Endpoint, ProxyProtocolOptions, TlsServerOptions, UnixSocketAccess } from "../../Transport.ts"
 import type * as MailOptions from "../../MailOptions.ts"
-import type { BodyDeadline } from "../codec/LineReader.ts"
+import type { BodyDeadline, DataBodyOptions } from "../codec/LineReader.ts"
+import type { ServerReplies } from "./Replies.ts"
 import * as IpNetworks from "../transport/IpNetworks.ts"
 
 /** One listening socket. `implicitTls` listeners speak TLS from the first byte (port 465). */
@@ -336,11 +338,38 @@ const xclientNetworks = (o: XclientOptions): IpNetworks.Networks => {
   return parsed.success
 }
 
+/** The timeouts a connection's watchdog is armed with for each command or write, in milliseconds. */
+export interface TimeoutMillis {
+  readonly command: number
+  readonly refusedSession: number
+  readonly write: number
+}
+
 /** What every connection of a server reads alike, made once per server. */
-export const connectionSettings = (c: ResolvedConfig): { readonly bodyDeadline: BodyDeadline; readonly mailEnabled: MailOptions.Enabled } => {
+export const connectionSettings = (c: ResolvedConfig, replies: ServerReplies): {
+  readonly bodyDeadline: BodyDeadline
+  readonly dataBody: DataBodyOptions
+  readonly accepted: Effect.Effect<ReadonlyArray<string>>
+  readonly timeoutMillis: TimeoutMillis
+  readonly mailEnabled: MailOptions.Enabled
+} => {
   const ext = c.extensions
+  const bodyDeadline = { idle: c.timeouts.data, minBytesPerSecond: c.minDataRate }
   return {
-    bodyDeadline: { idle: c.timeouts.data, minBytesPerSecond: c.minDataRate },
+    bodyDeadline,
+    dataBody: {
+      deadline: bodyDeadline,
+      maxBytes: c.maxMessageBytes > 0 ? c.maxMessageBytes : Number.POSITIVE_INFINITY,
+      bareLineEndings: c.bareLineEndings,
+      maxLineLength: c.maxBodyLineLength,
+      lineTooLong: replies.bodyLineTooLong
+    },
+    accepted: Effect.succeed([replies.messageAccepted]),
+    timeoutMillis: {
+      command: Duration.toMillis(c.timeouts.command),
+      refusedSession: Duration.toMillis(c.timeouts.refusedSession),
+      write: Duration.toMillis(c.timeouts.write)
+    },
     mailEnabled: {
       size: c.maxMessageBytes > 0,
       eightBitMime: ext.eightBitMime,

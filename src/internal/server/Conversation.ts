@@ -35,7 +35,7 @@ import type * as Sasl from "../../Sasl.ts"
 import * as SmtpError from "../../SmtpError.ts"
 import { type Endpoint, type TlsState, type Transport, TransportError } from "../../Transport.ts"
 import * as LineReader from "../codec/LineReader.ts"
-import type { ResolvedConfig } from "./Config.ts"
+import type { ResolvedConfig, TimeoutMillis } from "./Config.ts"
 import * as Metrics from "./Metrics.ts"
 import { codeOf, isNegative, type ServerReplies } from "./Replies.ts"
 import * as Watchdog from "./Deadlines.ts"
@@ -69,6 +69,12 @@ export interface ServerContext {
   /** The longest line a connection's reader takes: AUTH's, or longer when configured. */
   readonly readLimit: number
   readonly bodyDeadline: LineReader.BodyDeadline
+  /** How a DATA body is read: the same for every message. */
+  readonly dataBody: LineReader.DataBodyOptions
+  /** A message's one reply (SMTP) when the backend took it. */
+  readonly accepted: Effect.Effect<ReadonlyArray<string>>
+  /** The timeouts a connection's watchdog is armed with, in milliseconds (converted once). */
+  readonly timeoutMillis: TimeoutMillis
   /** The MAIL and RCPT parameters the server's extensions allow. */
   readonly mailEnabled: MailOptions.Enabled
   /** Called once when a connection has ended. */
@@ -227,8 +233,8 @@ export class Conversation {
     return this.server.traced
   }
   /** The time for a whole command line (a refused session waits for QUIT a shorter time). */
-  get commandTimeout(): Duration.Duration {
-    const t = this.server.config.timeouts
+  get commandTimeoutMillis(): number {
+    const t = this.server.timeoutMillis
     return this.refusal === undefined ? t.command : t.refusedSession
   }
   /** XCLIENT is offered to this client (its address, as accepted, is in `xclient.trusted`). */
@@ -297,7 +303,7 @@ export class Conversation {
   write(out: string): Effect.Effect<void, TransportError> | undefined {
     const written = this.transport.writeUnsafe(out)
     if (Exit.isExit(written)) return Exit.isSuccess(written) ? undefined : written
-    this.watchdog.arm(this.c.timeouts.write, this.expireWrite())
+    this.watchdog.arm(this.server.timeoutMillis.write, this.expireWrite())
     return Effect.map(written, () => this.watchdog.disarm())
   }
 
@@ -484,7 +490,7 @@ export class Conversation {
         // peer dripping a partial line does not extend it.
         if (!this.lineDeadline) {
           this.lineDeadline = true
-          this.watchdog.arm(this.commandTimeout, this.expireRead)
+          this.watchdog.arm(this.commandTimeoutMillis, this.expireRead)
         }
         this.idle = this.tx === undefined
         return this.awaitCommand
@@ -671,7 +677,7 @@ export class Conversation {
     this.watchdog.close()
     return Scope.close(scope, exit).pipe(
       Effect.ensuring(this.transport.close),
-      Effect.ensuring(Effect.andThen(Effect.logDebug("connection closed"), Effect.sync(() => this.server.release(this))))
+      Effect.ensuring(Effect.andThen(logClosed, Effect.sync(() => this.server.release(this))))
     )
   }
 
@@ -705,6 +711,10 @@ export class Conversation {
 }
 
 const QUIT = Symbol("QUIT")
+
+// Made once: a log Effect holds only its message, and every connection logs these two.
+const logOpened = Effect.logDebug("connection opened")
+const logClosed = Effect.logDebug("connection closed")
 
 /**
  * The accepting fiber's context as one flat map, made once per server for all its connections.
@@ -756,7 +766,7 @@ export const serve = (
       isEmpty(inherited) ? connection.logAnnotations : { ...inherited, ...connection.logAnnotations }
     )
     server.open.add(conversation)
-    const conversing = Effect.andThen(Effect.logDebug("connection opened"), conversation.converse(Context.get(parent, Backend), scope))
+    const conversing = Effect.andThen(logOpened, conversation.converse(Context.get(parent, Backend), scope))
     // The whole context, in place of the fiber's (which it extends): providing it would merge
     // the two, copying every service into a map of its own. Not restored: the fiber is the
     // connection's own, and ends with it.

@@ -18,8 +18,11 @@ import type * as Fiber from "effect/Fiber"
 import type * as Scope from "effect/Scope"
 
 export interface Watchdog {
-  /** Runs `onExpire` once `duration` has passed, unless re-armed or disarmed first. */
-  readonly arm: (duration: Duration.Duration, onExpire: Effect.Effect<void>) => void
+  /**
+   * Runs `onExpire` once `millis` milliseconds have passed, unless re-armed or disarmed first.
+   * (Milliseconds, not a Duration: arming happens for every command and converting allocates.)
+   */
+  readonly arm: (millis: number, onExpire: Effect.Effect<void>) => void
   readonly disarm: () => void
   /** The clock's time in milliseconds (TestClock's in tests). */
   readonly now: () => number
@@ -41,9 +44,9 @@ class Dog implements Watchdog {
   constructor(keeper: Keeper) {
     this.keeper = keeper
   }
-  arm(duration: Duration.Duration, onExpire: Effect.Effect<void>) {
+  arm(millis: number, onExpire: Effect.Effect<void>) {
     if (this.closed) return
-    const at = this.keeper.clock.currentTimeMillisUnsafe() + Duration.toMillis(duration)
+    const at = this.keeper.clock.currentTimeMillisUnsafe() + millis
     this.deadline = at
     this.onExpire = onExpire
     // Later than where it is filed: it is filed again when that time comes.

@@ -15,7 +15,7 @@ import type * as LineReader from "../codec/LineReader.ts"
 import type { Bdat } from "./Chunking.ts"
 import type { Conversation } from "./Conversation.ts"
 import * as Metrics from "./Metrics.ts"
-import { isNegative } from "./Replies.ts"
+import { isNegative, type ServerReplies } from "./Replies.ts"
 import type { Outcome, Step } from "./Step.ts"
 import * as Xclient from "./Xclient.ts"
 
@@ -139,16 +139,7 @@ export function data(self: Conversation): Step {
   if (t.bdat !== undefined) return r.dataDuringBdat
   if (t.options.body === "BINARYMIME") return r.binaryMimeNeedsBdat
   self.push(r.startMailInput)
-  const receiveBody = () => {
-    const body = self.reader.dataBody({
-      deadline: self.bodyDeadline,
-      maxBytes: self.c.maxMessageBytes > 0 ? self.c.maxMessageBytes : Number.POSITIVE_INFINITY,
-      bareLineEndings: self.c.bareLineEndings,
-      maxLineLength: self.c.maxBodyLineLength,
-      lineTooLong: r.bodyLineTooLong
-    })
-    return receive(self, t, body, "DATA")
-  }
+  const receiveBody = () => receive(self, t, self.reader.dataBody(self.server.dataBody), "DATA")
   const flushed = self.flush()
   return flushed === undefined ? receiveBody() : Effect.flatMap(flushed, receiveBody)
 }
@@ -172,9 +163,11 @@ export function deliver(self: Conversation, t: Transaction, body: MessageBody, t
     : delivering
 }
 
+/** LMTP's reply for one recipient whose copy the backend took. */
+const delivered = (r: ServerReplies, rcpt: AddressT) => r.format(250, [2, 0, 0], `<${rcpt}> delivered`)
+
 function deliverBody(self: Conversation, t: Transaction, body: MessageBody): Effect.Effect<ReadonlyArray<string>> {
   const r = self.r
-  const delivered = (rcpt: AddressT) => r.format(250, [2, 0, 0], `<${rcpt}> delivered`)
   const session = self.session
   if (self.lmtp && session.lmtpData !== undefined) {
     const rcpts = t.rcpts.map((x) => x.to)
@@ -186,16 +179,16 @@ function deliverBody(self: Conversation, t: Transaction, body: MessageBody): Eff
           // the client retries rather than the message being silently lost.
           if (i >= statuses.length) return r.localError
           const status = statuses[i]
-          return status === undefined ? delivered(rcpt) : r.error(status)
+          return status === undefined ? delivered(r, rcpt) : r.error(status)
         }))
     })
   }
   return Effect.matchEffect(session.data(body) as Effect.Effect<void, unknown>, {
-    onFailure: (e) => {
+    onFailure: (e): Effect.Effect<ReadonlyArray<string>> => {
       const failed = self.failureReply(e)
       return Effect.as(self.logFailure("data", e), self.lmtp ? t.rcpts.map(() => failed) : [failed])
     },
-    onSuccess: () => Effect.succeed(self.lmtp ? t.rcpts.map((x) => delivered(x.to)) : [r.messageAccepted])
+    onSuccess: () => self.lmtp ? Effect.succeed(t.rcpts.map((x) => delivered(r, x.to))) : self.server.accepted
   })
 }
 

@@ -72,7 +72,7 @@ export function startTls(self: Conversation): Step {
  */
 const readAuthLine = (self: Conversation): Effect.Effect<string | typeof TOO_LONG, TransportError | LineReader.LineTooLong> =>
 Effect.suspend(() => {
-  self.watchdog.arm(self.commandTimeout, self.expireRead)
+  self.watchdog.arm(self.commandTimeoutMillis, self.expireRead)
   return Effect.matchEffect(self.reader.readLine, {
     onSuccess: (line) => {
       self.watchdog.disarm()

@@ -70,8 +70,19 @@ function onSocketClose(this: net.Socket) {
   const c = owner(this)
   if (c === undefined) return
   if (c.attached === this) c.onClose()
+  if (c.lingering === this) c.destroyAll()
   if (c.raw === this) c.onRawClose()
 }
+// The lingering close's, shared the same way: every connection closes.
+function onLingerFinish(this: net.Socket) {
+  const c = owner(this)
+  if (c !== undefined && c.lingering === this) c.linger(this)
+}
+function onLingerEnd(this: net.Socket) {
+  const c = owner(this)
+  if (c !== undefined && c.lingering === this) c.destroyAll()
+}
+const destroyConnection = (c: NodeConnection) => c.destroyAll()
 
 /**
  * One connection, as an object rather than a closure per operation: a server holds thousands
@@ -109,7 +120,11 @@ export class NodeConnection implements Transport {
   eof = false
   closing = false
   closed = false // the socket holding the file descriptor has emitted 'close'
-  closeWaiters: Set<() => void> | undefined = undefined
+  // Rarely more than one: an array costs less than a Set.
+  closeWaiters: Array<() => void> | undefined = undefined
+  // Closing: the socket whose last bytes are flushed, then read to its end, and the timer bounding that.
+  lingering: net.Socket | undefined = undefined
+  lingerTimer: ReturnType<typeof setTimeout> | undefined = undefined
 
   constructor(socket: net.Socket, role: "server" | "client", options: MakeOptions) {
     const raw = socket
@@ -182,10 +197,11 @@ export class NodeConnection implements Transport {
       this.beginClose()
       if (this.closed) return resume(Effect.void)
       const done = () => resume(Effect.void)
-      const waiters = this.closeWaiters ??= new Set()
-      waiters.add(done)
+      const waiters = this.closeWaiters ??= []
+      waiters.push(done)
       return Effect.sync(() => {
-        waiters.delete(done)
+        const i = waiters.indexOf(done)
+        if (i >= 0) waiters.splice(i, 1)
       })
     })
   }
@@ -265,8 +281,8 @@ export class NodeConnection implements Transport {
     this.closed = true
     const waiters = this.closeWaiters
     if (waiters === undefined) return
+    this.closeWaiters = undefined
     for (const f of waiters) f()
-    waiters.clear()
   }
 
   /**
@@ -420,29 +436,36 @@ export class NodeConnection implements Transport {
     if (this.closing) return
     this.closing = true
     this.wake() // a pending read fails with Closed
-    const raw = this.raw
-    const s = this.current ?? raw
-    const destroyAll = () => {
-      clearTimeout(timer)
-      s.destroy()
-      raw.destroy()
-    }
-    // A stuck peer (full buffers, never reading) cannot hold the connection open.
-    const timer = setTimeout(destroyAll, this.closeTimeoutMillis)
-    timer.unref()
+    const s = this.current ?? this.raw
     // During a handshake (or after a failed one) there is nothing to flush.
-    if (this.current === undefined || s.destroyed || s.writableFinished) return destroyAll()
+    if (this.current === undefined || s.destroyed || s.writableFinished) return this.destroyAll()
+    // A stuck peer (full buffers, never reading) cannot hold the connection open.
+    this.lingerTimer = setTimeout(destroyConnection, this.closeTimeoutMillis, this)
+    this.lingerTimer.unref()
     // Lingering close: once our last bytes and FIN are out, read and drop what the peer still
-    // sends until it closes too. Destroying a socket with unread input makes the kernel send a
-    // reset, which can destroy our final reply (a 421, a 500) before the peer has read it.
-    s.once("finish", () => {
-      s.off("data", onSocketData)
-      this.ahead = undefined
-      this.aheadBytes = 0
-      s.on("data", ignore)
-      s.once("end", destroyAll)
-      s.resume()
-    }).once("close", destroyAll)
+    // sends until it closes too (onLingerFinish, then onLingerEnd or 'close'). Destroying a
+    // socket with unread input makes the kernel send a reset, which can destroy our final
+    // reply (a 421, a 500) before the peer has read it.
+    this.lingering = s
+    s.on("finish", onLingerFinish)
     if (!s.writableEnded) s.end() // flush what was written, then FIN (close_notify first on TLS)
+  }
+
+  /** Our side is flushed and shut: drop what the peer still sends until it ends. */
+  linger(s: net.Socket) {
+    s.off("data", onSocketData)
+    this.ahead = undefined
+    this.aheadBytes = 0
+    s.on("data", ignore)
+    s.on("end", onLingerEnd)
+    s.resume()
+  }
+
+  destroyAll() {
+    clearTimeout(this.lingerTimer)
+    const s = this.lingering ?? this.current ?? this.raw
+    this.lingering = undefined
+    s.destroy()
+    this.raw.destroy()
   }
 }
