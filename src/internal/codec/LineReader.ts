@@ -293,39 +293,6 @@ class Reader implements LineReader {
   }
 
   /**
-   * A fill under the body's deadline, which grows only with bytes actually received: for a
-   * reader without a watchdog (a server's bodies use the watchdog: `BodyRead.watchedFill`).
-   */
-  bodyFill(d: BodyDeadline): Effect.Effect<void, TransportError> {
-    const idleMs = Duration.toMillis(Duration.fromInputUnsafe(d.idle))
-    const msPerByte = 1000 / d.minBytesPerSecond
-    let deadline: number | undefined
-    let lastFillEnd: number | undefined
-    let before = 0
-    /** The time left before this fill must have brought bytes (the consumer's time excluded). */
-    const remainingAt = (now: number): number => {
-      deadline ??= now + idleMs
-      // Time the consumer (the backend) spent between reads is not the peer's to answer for.
-      if (lastFillEnd !== undefined) deadline += now - lastFillEnd
-      before = this.buf.length - this.pos
-      return deadline - now
-    }
-    const account = (now: number) => {
-      const received = this.buf.length - this.pos - before
-      lastFillEnd = now
-      // (received > 0: an empty chunk buys nothing, and 0 * Infinity would make the deadline NaN)
-      if (received > 0) deadline = Math.min(deadline! + received * msPerByte, now + idleMs)
-    }
-    const fill = this.fill
-    return Effect.gen(function*() {
-      const remaining = remainingAt(yield* Clock.currentTimeMillis)
-      if (remaining <= 0) return yield* bodyTimeout()
-      yield* fill.pipe(Effect.timeoutOrElse({ duration: Duration.millis(remaining), orElse: () => Effect.fail(bodyTimeout()) }))
-      account(yield* Clock.currentTimeMillis)
-    })
-  }
-
-  /**
    * Turns a synchronous `step` over the buffer into a Body. `step` consumes buffered bytes
    * and returns decoded slices; `isDone` says the body's end was reached.
    */
@@ -435,7 +402,7 @@ class BodyRead implements Body {
     this.msPerByte = 1000 / o.deadline.minBytesPerSecond
     this.next = Effect.suspend(() => this.advance())
     const w = reader.watch
-    const fill = w === undefined ? reader.bodyFill(o.deadline) : this.watchedFill(w.watchdog, w.onBodyTimeout)
+    const fill = w === undefined ? this.timedFill() : this.watchedFill(w.watchdog, w.onBodyTimeout)
     this.fillThenNext = Effect.flatMap(fill, () => this.next)
     const pull: Effect.Effect<NonEmptyReadonlyArray<Uint8Array>, SmtpError.SmtpError | TransportError | Cause.Done> =
       Effect.flatMap(this.next, (out) => this.checked(out))
@@ -501,7 +468,21 @@ class BodyRead implements Body {
     if (received > 0) this.deadline = Math.min(this.deadline! + received * this.msPerByte, now + this.idleMs)
   }
 
-  /** A fill under the body's deadline, kept by the connection's watchdog. */
+  /** A fill under the body's deadline, for a reader without a watchdog: a timeout per fill. */
+  timedFill(): Effect.Effect<void, TransportError> {
+    const fill = this.reader.fill
+    return Effect.flatMap(Clock.currentTimeMillis, (now) => {
+      const remaining = this.remainingAt(now)
+      if (remaining <= 0) return Effect.fail(bodyTimeout())
+      return fill.pipe(
+        Effect.timeoutOrElse({ duration: Duration.millis(remaining), orElse: () => Effect.fail(bodyTimeout()) }),
+        Effect.andThen(Clock.currentTimeMillis),
+        Effect.map((end) => this.filledAt(end))
+      )
+    })
+  }
+
+  /** A fill under the body's deadline, kept by the connection's watchdog (one timer per connection). */
   watchedFill(watchdog: Watchdog, onBodyTimeout: Effect.Effect<void>): Effect.Effect<void, TransportError> {
     const filled = Effect.onError(
       Effect.map(this.reader.fill, () => {
