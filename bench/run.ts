@@ -8,6 +8,7 @@
  *   --reps N           measured runs per case, the median is reported (default 3)
  *   --scale X          multiplies the message and connection counts (default 1; 0.1 for a quick look)
  *   --bundled          also run effect-smtp's server bundled by esbuild, as labelled extra rows
+ *   --floor            also run a plain-Node callback sink (servers/plain-node.ts), as labelled extra rows
  *   --profile [LIST]   CPU profiles of effect-smtp for these case ids (default b,d,client-one,client-100m);
  *                      alone it runs no suite (add --only for both); summaries in .bench/profile-*.txt
  *   --profile-from dist|src   profile the shipped dist/ (default; frames mapped to src/ by source maps)
@@ -40,6 +41,7 @@ const { values } = parseArgs({
     reps: { type: "string", default: "3" },
     scale: { type: "string", default: "1" },
     bundled: { type: "boolean", default: false },
+    floor: { type: "boolean", default: false },
     profile: { type: "string" },
     "profile-from": { type: "string", default: "dist" }
   }
@@ -89,13 +91,17 @@ const programs = {
   nodemailer: { name: "nodemailer", script: js("clients/nodemailer"), form: "peer" } satisfies Program,
   holder: js("clients/idle")
 }
-const extra: Array<Program> = values.bundled
-  ? [{
-    name: "esbuild bundle",
-    script: await bundleChild(programs.ours.script, path.join(outDir, "bundle", "effect-smtp.mjs")),
-    form: "bundle"
-  }]
-  : []
+const extra: Array<Program> = [
+  ...(values.bundled
+    ? [{
+      name: "esbuild bundle",
+      script: await bundleChild(programs.ours.script, path.join(outDir, "bundle", "effect-smtp.mjs")),
+      form: "bundle"
+    } satisfies Program]
+    : []),
+  // What Node alone costs: the gap to smtp-sink is Node's, the gap to effect-smtp the server's.
+  ...(values.floor ? [{ name: "plain-Node floor", script: js("servers/plain-node"), form: "floor" } satisfies Program] : [])
+]
 
 const machine = (() => {
   const model = /^model name\s*:\s*(.*)$/m.exec(readFileSync("/proc/cpuinfo", "utf8"))?.[1] ?? "unknown CPU"

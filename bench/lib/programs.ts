@@ -12,9 +12,10 @@ const root = path.resolve(import.meta.dirname, "../..")
 /**
  * `dist`: the shipped package, unbundled (the default); `src`: the same children with
  * `--conditions=source`, so effect-smtp runs from its TypeScript sources (profiles only);
- * `bundle`: one esbuild file (the extra `--bundled` row); `peer`: a peer library from node_modules.
+ * `bundle`: one esbuild file (the extra `--bundled` row); `peer`: a peer library from node_modules;
+ * `floor`: plain Node, no package at all (the extra `--floor` row).
  */
-type Form = "dist" | "src" | "bundle" | "peer"
+type Form = "dist" | "src" | "bundle" | "peer" | "floor"
 
 export interface Program {
   readonly name: string
@@ -26,7 +27,7 @@ const isUnder = (file: string, dir: string) => file.startsWith(`${dir}${path.sep
 
 /** Fails unless every package the child resolved comes from where `form` says. */
 const checkResolved = (program: Program, ready: ChildMessage): void => {
-  if (program.form === "bundle") return // everything is inside the bundle
+  if (program.form === "bundle" || program.form === "floor") return // everything is inside the bundle; the floor loads no package
   const resolved = ready.resolved as Readonly<Record<string, string>> | undefined
   if (resolved === undefined || Object.keys(resolved).length === 0) throw new Error(`${program.name}: the child did not say what it loaded`)
   for (const [specifier, file] of Object.entries(resolved)) {

@@ -71,7 +71,7 @@ const log = (s: string) => process.stderr.write(`${s}\n`)
 const pct = (x: number) => `${Math.round(x * 100)}`
 const peakRssTarget: Target = atMost(1) // peak RSS at most smtp-server's in every scenario
 
-/** The rows of one case; `extra` are labelled effect-smtp variants (the esbuild bundle) without targets. */
+/** The rows of one case; `extra` are labelled variants (the esbuild bundle, the plain-Node floor) without targets. */
 const caseRows = (c: ServerCase, ours: Summary, peer: Summary, sink: Summary, extra: ReadonlyArray<[string, Summary]>): Array<Row> => {
   const base = { suite: "server", id: c.id, case: `${c.label} (\`${sourceFlags(c.load).join(" ")}\`)` } as const
   const busy = `smtp-source busy ${pct(ours.loadShare)} / ${pct(peer.loadShare)} / ${pct(sink.loadShare)} % (effect-smtp / smtp-server / smtp-sink runs)`
