@@ -16,25 +16,10 @@ import * as SchemaTransformation from "effect/SchemaTransformation"
 import * as Address from "./Address.ts"
 import { isParameter } from "./MailOptions.ts"
 import { SmtpError } from "./SmtpError.ts"
+import { asciiUpper, isAsciiLower } from "./internal/codec/Ascii.ts"
 
 const isWsp = (c: number) => c === 32 || c === 9
 const isLineBreaker = (c: number) => c === 0 || c === 10 || c === 13
-
-const isAsciiLower = (c: number) => c >= 97 && c <= 122
-
-/** ASCII-only upper case: no non-ASCII character may turn into a verb ("ſ" would become "S"). */
-const asciiUpper = (s: string): string => {
-  // Clients nearly always send verbs in upper case already: then there is nothing to build.
-  let i = 0
-  while (i < s.length && !isAsciiLower(s.charCodeAt(i))) i++
-  if (i === s.length) return s
-  let out = s.slice(0, i)
-  for (; i < s.length; i++) {
-    const c = s.charCodeAt(i)
-    out += isAsciiLower(c) ? String.fromCharCode(c - 32) : s[i]
-  }
-  return out
-}
 
 /** A control character other than tab (which separates words anyway): C0 and DEL. */
 const isControl = (c: number) => (c < 32 && c !== 9) || c === 127

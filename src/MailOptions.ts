@@ -14,6 +14,7 @@ import * as Schema from "effect/Schema"
 import * as Address from "./Address.ts"
 import { SmtpError } from "./SmtpError.ts"
 import * as Xtext from "./Xtext.ts"
+import { asciiUpper } from "./internal/codec/Ascii.ts"
 
 // ---------------------------------------------------------------------------
 // Value schemas
@@ -246,15 +247,6 @@ const badSyntax = (command: string) => SmtpError.of(501, [5, 5, 4], `Syntax erro
 // Parsing
 
 const isDigit = (c: number) => c >= 48 && c <= 57
-
-/** ASCII-only upper case, so that no non-ASCII character can turn into a keyword. */
-const asciiUpper = (s: string): string => {
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i)
-    if (c >= 97 && c <= 122) return s.replace(/[a-z]+/g, (m) => m.toUpperCase())
-  }
-  return s
-}
 
 /** esmtp-keyword: (ALPHA / DIGIT) *(ALPHA / DIGIT / "-"). */
 const isKeyword = (s: string, end: number): boolean => {
