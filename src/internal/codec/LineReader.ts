@@ -41,12 +41,13 @@ const decodeLine = (buf: Uint8Array, start: number, end: number): string => {
 }
 
 /**
- * How long a body may take: it starts with `idle` to get going; every byte received
- * buys `1 / minBytesPerSecond` seconds more, never more than `idle` ahead of now.
- * A sender that trickles bytes slower than that rate runs out of time.
+ * How long a body may take: it starts with `idleMillis` to get going; every byte received
+ * buys `1 / minBytesPerSecond` seconds more, never more than `idleMillis` ahead of now.
+ * A sender that trickles bytes slower than that rate runs out of time. (Milliseconds, converted
+ * once per server: every body reads them.)
  */
 export interface BodyDeadline {
-  readonly idle: Duration.Input
+  readonly idleMillis: number
   readonly minBytesPerSecond: number
 }
 
@@ -398,7 +399,7 @@ class BodyRead implements Body {
     this.checkStep = checkStep
     this.maxBytes = o.maxBytes
     this.ending = end
-    this.idleMs = Duration.toMillis(Duration.fromInputUnsafe(o.deadline.idle))
+    this.idleMs = o.deadline.idleMillis
     this.msPerByte = 1000 / o.deadline.minBytesPerSecond
     this.next = Effect.suspend(() => this.advance())
     const w = reader.watch

@@ -354,7 +354,7 @@ export const connectionSettings = (c: ResolvedConfig, replies: ServerReplies): {
   readonly mailEnabled: MailOptions.Enabled
 } => {
   const ext = c.extensions
-  const bodyDeadline = { idle: c.timeouts.data, minBytesPerSecond: c.minDataRate }
+  const bodyDeadline = { idleMillis: Duration.toMillis(c.timeouts.data), minBytesPerSecond: c.minDataRate }
   return {
     bodyDeadline,
     dataBody: {

@@ -35,13 +35,13 @@ const setup = (script: ReadonlyArray<Scripted.Step>, options: { maxLineLength?: 
 }
 
 const dataOptions = (over: Partial<LineReader.DataBodyOptions> = {}): LineReader.DataBodyOptions => ({
-  deadline: { idle: "1 minute", minBytesPerSecond: 1 },
+  deadline: { idleMillis: 60_000, minBytesPerSecond: 1 },
   maxBytes: 1 << 20,
   bareLineEndings: "reject",
   ...over
 })
 const chunkOptions = (over: Partial<LineReader.BodyOptions> = {}): LineReader.BodyOptions => ({
-  deadline: { idle: "1 minute", minBytesPerSecond: 1 },
+  deadline: { idleMillis: 60_000, minBytesPerSecond: 1 },
   maxBytes: 1 << 20,
   ...over
 })
@@ -489,7 +489,7 @@ describe("buffered input, over-long lines, line endings", () => {
 })
 
 describe("body deadline (TestClock)", () => {
-  const deadline = { idle: "10 seconds", minBytesPerSecond: 100 } as const
+  const deadline = { idleMillis: 10_000, minBytesPerSecond: 100 } as const
 
   it.effect("a peer that sends nothing fails with Timeout after `idle`", () =>
     Effect.gen(function*() {
@@ -564,7 +564,7 @@ describe("body deadline (TestClock)", () => {
         Scripted.after("5 seconds", "abc"),
         Scripted.after("1 second", new Uint8Array(0))
       ], { end: false })
-      const body = reader.dataBody(dataOptions({ deadline: { idle: "10 seconds", minBytesPerSecond: 0 } }))
+      const body = reader.dataBody(dataOptions({ deadline: { idleMillis: 10_000, minBytesPerSecond: 0 } }))
       const fiber = yield* collect(body.stream).pipe(
         Effect.catchTag("TransportError", (e) => Effect.map(Clock.currentTimeMillis, (t) => [e.reason, t] as const)),
         Effect.forkChild
@@ -611,7 +611,7 @@ describe("backpressure", () => {
   it.effect("a slow consumer holds the peer back: no read happens while it is busy", () =>
     Effect.gen(function*() {
       const { reader, transport } = setup(Array.from({ length: 100 }, () => "z".repeat(1000)), { end: false })
-      const body = reader.chunkBody(1_000_000, chunkOptions({ deadline: { idle: "1 hour", minBytesPerSecond: 1 } }))
+      const body = reader.chunkBody(1_000_000, chunkOptions({ deadline: { idleMillis: 3_600_000, minBytesPerSecond: 1 } }))
       const fiber = yield* body.stream.pipe(
         Stream.runForEach(() => Effect.sleep("1 second")),
         Effect.forkChild
