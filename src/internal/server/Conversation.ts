@@ -674,7 +674,6 @@ export class Conversation {
   /** The session's finalizers run before the connection closes. */
   end(scope: Scope.Closeable, exit: Exit.Exit<unknown, unknown>): Effect.Effect<void> {
     this.server.open.delete(this)
-    this.watchdog.close()
     return Scope.close(scope, exit).pipe(
       Effect.ensuring(this.transport.close),
       Effect.ensuring(Effect.andThen(logClosed, Effect.sync(() => this.server.release(this))))
