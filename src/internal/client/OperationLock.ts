@@ -35,8 +35,7 @@ export class OperationLock {
       }
       return Effect.onExit(
         Effect.suspend(() => {
-          if (!this.held) {
-            this.held = true
+          if (this.take()) {
             mine = true
             return start()
           }
@@ -44,8 +43,7 @@ export class OperationLock {
             Effect.callback<void>((resume) => {
               // Checked again: the fiber may have yielded since the check above, and the
               // holder freed the lock meanwhile with nobody in the queue to wake.
-              if (!this.held) {
-                this.held = true
+              if (this.take()) {
                 mine = true
                 return resume(Effect.void)
               }
@@ -82,11 +80,17 @@ export class OperationLock {
   ifFree(body: Effect.Effect<void>): Effect.Effect<void> {
     return Effect.uninterruptibleMask((restore) =>
       Effect.suspend(() => {
-        if (this.held) return Effect.void
-        this.held = true
+        if (!this.take()) return Effect.void
         return Effect.ensuring(restore(body), Effect.sync(() => this.release()))
       })
     )
+  }
+
+  /** Takes the lock if it is free. */
+  private take(): boolean {
+    if (this.held) return false
+    this.held = true
+    return true
   }
 
   private release() {
